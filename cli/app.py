@@ -1,0 +1,130 @@
+"""The ``tfanomaly`` command line: a thin layer over the Python API.
+
+Installed as ``tfanomaly.cli`` (from the top-level ``cli/`` folder). User
+mistakes raise :class:`tfanomaly.errors.UserError`: ``main`` prints that one
+line and exits with code 2, without a traceback. TensorFlow is imported only
+inside the commands that need it, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tfanomaly.errors import UserError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(
+    help="Reconstruction- and GAN-based visual anomaly detection: train, evaluate, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Make, pack and inspect datasets.", no_args_is_help=True)
+synth_app = typer.Typer(help="Generate synthetic demo datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(synth_app, name="synth")
+
+CONFIG = typer.Option(..., "--config", "-c", help="YAML config file (see configs/).")
+SET = typer.Option(None, "--set", "-s", help="Override a config value: key.path=value (repeatable).")
+
+
+def _load(config: Path, overrides, family: str | None = None):
+    from tfanomaly.config import load_config
+
+    return load_config(config, overrides or [], family)
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@app.command()
+def train(
+    family: str = typer.Argument(..., help="Model family: grdnet (see `tfanomaly train --help`)."),
+    config: Path = CONFIG,
+    set_: Optional[List[str]] = SET,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory where it stopped."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: train.out_dir/<config name>)."),
+):
+    """Train a model family on the data of a config; writes a run directory."""
+    from tfanomaly.models import registry
+
+    if family not in registry.names():
+        raise UserError(f"train: unknown family {family!r}; expected one of {', '.join(registry.names())}")
+    cfg = _load(config, set_, family)
+    from tfanomaly.train import train as run_train
+
+    run = run_train(cfg, run_dir, resume)
+    summary = json.loads((run / "train_summary.json").read_text())
+    _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run}/model.keras")
+
+
+@synth_app.command("vials")
+def synth_vials(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    good: int = typer.Option(8, min=1, help="Good products."),
+    defective: int = typer.Option(6, min=0, help="Defective products (defect types cycle)."),
+    runs: int = typer.Option(10, min=1, help="Acquisition runs per product."),
+    frames: int = typer.Option(16, min=1, help="Frames per acquisition."),
+    seed: int = typer.Option(0, help="Random seed (output is deterministic for a seed)."),
+):
+    """Synthetic Blow-Fill-Seal vial strips: 5 vials x 4 regions, bubbles and drops, six defect types with masks."""
+    from tfanomaly.data.synth import synth_vials as make
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("synthesizing strips", total=(good + defective) * runs * frames)
+        info = make(out, good, defective, runs, frames, seed, progress=lambda d, t: bar.update(task, completed=d))
+    _echo(f"wrote {info['images']} strip images of {info['products']} products ({info['defective']} defective) to {out}")
+
+
+@data_app.command("pack")
+def data_pack(
+    config: Path = CONFIG,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the TFRecord shards."),
+    shard_size: int = typer.Option(4096, min=1, help="Patches per shard."),
+    set_: Optional[List[str]] = SET,
+):
+    """Write the train and test patches as sharded TFRecords (set data.tfrecords to read them back)."""
+    cfg = _load(config, set_)
+    from tfanomaly.data.pipeline import pack
+
+    info = pack(cfg, out, shard_size)
+    parts = ", ".join(f"{k}: {v['patches']} patches in {v['shards']} shards" for k, v in info["subsets"].items())
+    _echo(f"packed {parts} -> {out}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    config: Path = CONFIG,
+    out: Path = typer.Option(Path("inspect.png"), "--out", "-o", help="PNG grid of sample patches."),
+    set_: Optional[List[str]] = SET,
+):
+    """Print dataset counts (images, patches, labels, regions) and write a grid of sample patches."""
+    cfg = _load(config, set_)
+    from tfanomaly.inspect import inspect
+
+    report = inspect(cfg, out)
+    typer.echo(report)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        _echo(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _echo("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tfanomaly.config import load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def vial_data(tmp_path_factory):
+    """A small synthetic vial dataset: 3 good + 2 defective products, 2 runs, 4 frames."""
+    from tfanomaly.data.synth import synth_vials
+
+    out = tmp_path_factory.mktemp("vials")
+    synth_vials(out, good=3, defective=2, runs=2, frames=4, seed=1)
+    return out
+
+
+def vial_cfg(root, *extra):
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            "data.image_size=[32, 32]",
+            "data.frames_per_acquisition=4",
+            "data.rank_images=[1, 4]",
+            "data.eval_frames=[0, 2]",
+            "perturb.max_scale=3",
+            "model.widths=[16, 32]",
+            "model.stem_width=16",
+            "model.disc_widths=[16, 32]",
+            "model.unet_widths=[16, 32]",
+            "model.latent_dim=16",
+            "model.ssim_window=7",
+            "train.batch_size=8",
+            *extra,
+        ],
+    )
+
+
+def write_img(path, arr):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), arr)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+from perlin_numpy import generate_perlin_noise_2d
+
+from tfanomaly.data.perlin import perlin_from_uniforms, perturb
+from tfanomaly.data.rank import rank_images
+
+
+class _Injected:
+    """An rng for perlin-numpy that hands out given uniforms (the gradient angles)."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def uniform(self, size):
+        assert tuple(size) == self.u.shape
+        return self.u
+
+
+@pytest.mark.parametrize("shape,res", [((64, 64), (4, 4)), ((32, 48), (2, 8)), ((16, 16), (1, 1)), ((64, 32), (16, 4))])
+def test_perlin_matches_perlin_numpy(shape, res):
+    u = np.random.default_rng(3).uniform(size=(res[0] + 1, res[1] + 1))
+    ref = generate_perlin_noise_2d(shape, res, rng=_Injected(u))
+    got = perlin_from_uniforms(shape, res, tf.constant(u, tf.float32)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_perturb_invariants_and_determinism():
+    x = tf.random.stateless_uniform([32, 32, 3], [1, 2])
+    outs = [perturb(x, tf.constant([7, i], tf.int64), probability=1.0, min_scale=1, max_scale=3) for i in range(6)]
+    for xn, m, n in outs:
+        m, n, xn = m.numpy(), n.numpy(), xn.numpy()
+        assert set(np.unique(m)) <= {0.0, 1.0}
+        outside = m[..., 0] == 0
+        np.testing.assert_array_equal(xn[outside], x.numpy()[outside])  # untouched outside M
+        assert np.all(n[outside] == 0)  # noise alone on black
+        assert 0.0 <= xn.min() and xn.max() <= 1.0
+    assert any(o[1].numpy().any() for o in outs)
+    again = perturb(x, tf.constant([7, 0], tf.int64), probability=1.0, min_scale=1, max_scale=3)
+    for a, b in zip(outs[0], again):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_perturb_probability_zero_is_identity():
+    x = tf.random.stateless_uniform([16, 16, 1], [1, 2])
+    xn, m, n = perturb(x, tf.constant([1, 1], tf.int64), probability=0.0, max_scale=2)
+    np.testing.assert_array_equal(xn.numpy(), x.numpy())
+    assert not m.numpy().any() and not n.numpy().any()
+
+
+def test_rank_filter_against_numpy():
+    frames = np.random.default_rng(0).integers(0, 256, (16, 8, 9, 1)).astype(np.uint8)
+    got = rank_images(tf.constant(frames), [1, 8, 16]).numpy()
+    ref = np.sort(frames, axis=0)[[0, 7, 15]]
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(got[0], frames.min(0))
+    np.testing.assert_array_equal(got[2], frames.max(0))
+    with pytest.raises(ValueError, match="rank 17"):
+        rank_images(tf.constant(frames), [17])

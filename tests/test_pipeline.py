@@ -1,0 +1,61 @@
+import hashlib
+
+import numpy as np
+import tensorflow as tf
+
+from tfanomaly.data.pipeline import Data, pack
+from tests.conftest import vial_cfg
+
+
+def first_batches(cfg, n=2):
+    ds = Data(cfg).train_dataset(batch_size=4)
+    return [{k: v.numpy() for k, v in b.items()} for b in ds.take(n)]
+
+
+def test_training_batches_are_deterministic_for_a_seed(vial_data):
+    a = first_batches(vial_cfg(vial_data, "seed=3"))
+    b = first_batches(vial_cfg(vial_data, "seed=3"))
+    c = first_batches(vial_cfg(vial_data, "seed=4"))
+    for x, y in zip(a, b):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+    batch = a[0]
+    assert batch["image"].shape == (4, 32, 32, 1) and batch["perlin_mask"].shape == (4, 32, 32, 1)
+    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+
+
+def test_augmentation_off_and_perturbation_off_give_the_patch(vial_data):
+    cfg = vial_cfg(vial_data, "augment.enabled=false", "perturb.enabled=false", "data.shuffle_buffer=1")
+    data = Data(cfg)
+    batch = next(iter(data.train_dataset(batch_size=3)))
+    raw = [e["image"] for e in data.patches("train", True).take(3).as_numpy_iterator()]
+    np.testing.assert_allclose(batch["image"].numpy(), np.stack(raw) / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(batch["perturbed"].numpy(), batch["image"].numpy())
+
+
+def test_tfrecord_pack_round_trip(vial_data, tmp_path):
+    cfg = vial_cfg(vial_data)
+    info = pack(cfg, tmp_path / "pack", shard_size=50)
+    direct = Data(cfg)
+    assert info["subsets"]["train"]["patches"] == direct.count("train", True)
+    assert info["subsets"]["test"]["patches"] == direct.count("test", False)
+    assert info["subsets"]["train"]["shards"] == -(-info["subsets"]["train"]["patches"] // 50)
+    packed_cfg = vial_cfg(vial_data, f"data.tfrecords={tmp_path / 'pack'}")
+    packed = Data(packed_cfg)
+    a = list(direct.patches("test", False).as_numpy_iterator())
+    b = list(packed.patches("test", False).as_numpy_iterator())
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in ("image", "mask", "label", "product", "run", "frame", "vial", "region"):
+            np.testing.assert_array_equal(x[k], y[k])
+    assert not list((tmp_path / "pack").glob(".*tmp"))
+    batch = next(iter(packed.train_dataset(batch_size=4)))
+    assert batch["image"].shape == (4, 32, 32, 1)
+
+
+def test_eval_dataset_keeps_ids(vial_data):
+    data = Data(vial_cfg(vial_data))
+    batch = next(iter(data.eval_dataset(batch_size=16)))
+    assert set(batch) >= {"image", "mask", "label", "product", "run", "frame", "vial", "region"}
+    assert batch["image"].dtype == tf.float32 and float(tf.reduce_max(batch["image"])) <= 1.0

@@ -1,0 +1,469 @@
+"""Typed configuration: YAML -> dataclass tree, dotted overrides, validation.
+
+Every config is a tree of dataclasses. ``load_config(path, overrides)`` reads a
+YAML file, applies ``key.path=value`` overrides, and converts the result into
+the dataclasses, checking types and ranges on the way. Any problem raises a
+:class:`~tfanomaly.errors.ConfigError` that names the file and the key path::
+
+    configs/vials.yaml: model.latent_dim: expected an integer > 0, got -3
+
+The ``model`` section is typed by the family named in ``family`` (see
+:mod:`tfanomaly.models.registry`), so one loader serves all five families.
+This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from tfanomaly.errors import ConfigError
+
+# --------------------------------------------------------------------------
+# Checks attached to fields through ``metadata={"check": ...}``.
+# A check returns None when the value is fine, else the expectation text.
+
+
+def positive(v):
+    return None if v > 0 else "> 0"
+
+
+def non_negative(v):
+    return None if v >= 0 else ">= 0"
+
+
+def unit_interval(v):
+    return None if 0.0 <= v <= 1.0 else "in [0, 1]"
+
+
+def one_of(*choices):
+    def check(v):
+        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
+
+    return check
+
+
+def each(check):
+    def inner(v):
+        for item in v:
+            msg = check(item)
+            if msg:
+                return f"every item {msg}"
+        return None
+
+    return inner
+
+
+def length(n):
+    def check(v):
+        return None if len(v) == n else f"exactly {n} items"
+
+    return check
+
+
+def all_of(*checks):
+    def check(v):
+        for c in checks:
+            msg = c(v)
+            if msg:
+                return msg
+        return None
+
+    return check
+
+
+def range_pair(v):
+    """A [low, high] pair with low <= high."""
+    if len(v) != 2:
+        return "a [low, high] pair"
+    return None if v[0] <= v[1] else "a [low, high] pair with low <= high"
+
+
+def checked(default=dataclasses.MISSING, check: Callable | None = None, factory=None, help: str = ""):
+    """A dataclass field with a validation check and a help string."""
+    meta = {"check": check, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------
+# Config sections shared by all families.
+
+
+@dataclass
+class StripConfig:
+    """How a vial-strip image is cut into patches: vials (x spans) x regions (y spans)."""
+
+    vial_x: list[list[int]] = checked(
+        factory=lambda: [[0, 64], [64, 128], [128, 192], [192, 256], [256, 320]],
+        check=each(range_pair),
+        help="[x0, x1) pixel span of each vial in the strip image",
+    )
+    region_y: list[list[int]] = checked(
+        factory=lambda: [[0, 48], [48, 112], [112, 208], [208, 256]],
+        check=each(range_pair),
+        help="[y0, y1) pixel span of each logical region (flag, top body, liquid body, bottom)",
+    )
+    region_names: list[str] = checked(factory=lambda: ["flag", "top", "liquid", "bottom"])
+
+
+@dataclass
+class PolygonConfig:
+    """Polygon-annotated images (CargoX-style JSON next to each image)."""
+
+    annotation_suffix: str = ".json"
+    stride: int = checked(32, positive)
+    normal_per_image: int = checked(1, non_negative, help="normal patches kept per image (0 = all)")
+    anomalous_per_image: int = checked(1, one_of(0, 1), help="one patch centred on the largest polygon")
+
+
+@dataclass
+class RGBDConfig:
+    """RGB + depth samples: ``<name>.png`` (RGB) beside ``<name><depth_suffix>``."""
+
+    depth_suffix: str = "_depth.png"
+    depth_scale: float = checked(1.0, positive, help="depth units per stored unit (e.g. mm per 16-bit step)")
+    background_depth: float = checked(0.0, non_negative, help="remove pixels with depth > this (0 = off; 700 in the 3D study)")
+    surface_frame: str = checked("", help="empty-surface depth frame; remove pixels within surface_tolerance of it")
+    surface_tolerance: float = checked(0.9, unit_interval, help="relative depth difference below which a pixel is the surface")
+
+
+@dataclass
+class SplitConfig:
+    """Train/test split of good images where the layout has none (folder, polygons, vials)."""
+
+    train_fraction: float = checked(0.8, unit_interval)
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    source: str = checked("vials", one_of("vials", "folder", "mvtec", "polygons", "rgbd"))
+    root: str = checked("", help="dataset root folder")
+    image_size: list[int] = checked(factory=lambda: [256, 256], check=all_of(length(2), each(positive)), help="patch [height, width]")
+    channels: int = checked(1, one_of(1, 3, 4))
+    # folder layout
+    good_dirs: list[str] = checked(factory=lambda: ["good"], help="folders of good images, relative to root")
+    defect_dirs: list[str] = checked(factory=list, help="folders of defective images, relative to root")
+    mask_suffix: str = checked(".png", help="mask file = image stem + this suffix, beside the image or in mask_dir")
+    mask_dir: str = ""
+    # vial strips
+    filename_regex: str = r"(?P<product>[A-Za-z0-9]+)_r(?P<run>\d+)_f(?P<frame>\d+)\.png$"
+    frames_per_acquisition: int = checked(16, positive)
+    rank_images: list[int] = checked(factory=lambda: [1, 16], check=each(positive), help="pixelwise ranks added per acquisition (1 = darkest)")
+    eval_frames: list[int] = checked(factory=lambda: [0, 5, 10], check=each(non_negative), help="frames per acquisition scored at eval (3 on the line)")
+    strip: StripConfig = field(default_factory=StripConfig)
+    polygons: PolygonConfig = field(default_factory=PolygonConfig)
+    rgbd: RGBDConfig = field(default_factory=RGBDConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    on_error: str = checked("raise", one_of("raise", "skip"), help="bad files: stop with an error, or skip them (counted and logged)")
+    validate: bool = checked(True, help="decode every file once while indexing, to name bad files up front")
+    tfrecords: str = checked("", help="folder of TFRecord shards written by `tfanomaly data pack` (empty = read images)")
+    cache: bool = True
+    shuffle_buffer: int = checked(2048, positive)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of good training images (also the test-time domain-shift set)."""
+
+    enabled: bool = True
+    rotation: float = checked(math.pi / 8, non_negative, help="max abs rotation, radians")
+    vflip: bool = True
+    hflip: bool = checked(False, help="off by default: on the vial line a mirrored vial is an anomaly")
+    brightness: float = checked(0.0, non_negative, help="max abs brightness delta")
+    contrast: float = checked(0.0, unit_interval, help="contrast factor drawn in [1 - c, 1 + c]")
+    noise_std: float = checked(0.0, non_negative, help="gaussian sensor noise sigma")
+    downscale: float = checked(1.0, unit_interval, help="down/up-scale by a factor drawn in [downscale, 1] (1 = off)")
+    probability: float = checked(0.5, unit_interval, help="probability of each photometric/scale operation")
+
+
+@dataclass
+class PerturbConfig:
+    """Perlin-noise perturbation P_q (GRD-Net)."""
+
+    enabled: bool = True
+    probability: float = checked(0.75, unit_interval, help="q: chance an image is perturbed")
+    min_scale: int = checked(0, non_negative, help="log2 of the smallest Perlin grid resolution")
+    max_scale: int = checked(4, non_negative, help="log2 of the largest Perlin grid resolution")
+    threshold: float = checked(0.5, help="Perlin values above this are perturbed")
+    blend: list[float] = checked(factory=lambda: [0.5, 1.0], check=all_of(range_pair, each(unit_interval)), help="beta range of the noise blend")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = checked(10, positive)
+    steps_per_epoch: int = checked(0, non_negative, help="0 = one pass over the data")
+    batch_size: int = checked(32, positive)
+    learning_rate: float = checked(1.5e-4, positive)
+    lr_schedule: str = checked("cosine_restarts", one_of("constant", "cosine_restarts", "linear_decay"))
+    first_decay_steps: int = checked(1000, positive, help="cosine restarts: steps of the first cycle")
+    restart_m_mul: float = checked(1 / 3, positive, help="each restart's peak relative to the previous one")
+    beta_1: float = checked(0.5, unit_interval)
+    beta_2: float = checked(0.999, unit_interval)
+    grad_accum_steps: int = checked(1, positive)
+    jit_compile: bool = checked(False, help="XLA; about 2x slower than tf.function on these CPUs")
+    mixed_precision: str = checked("float32", one_of("float32", "mixed_bfloat16"))
+    distribute: str = checked("default", one_of("default", "mirrored", "multi_worker"))
+    out_dir: str = "runs"
+    samples_every: int = checked(1, positive, help="save sample grids every N epochs")
+    max_train_patches: int = checked(0, non_negative, help="cap on training patches (0 = all)")
+
+
+@dataclass
+class EvalConfig:
+    calibrate: str = checked("youden", one_of("youden", "max_accuracy", "zero_fn", "n_sigma", "percentile", "iqr"))
+    per_region: bool = False
+    calibration_fraction: float = checked(0.3, unit_interval)
+    n_sigma: float = checked(3.0, positive)
+    percentile: float = checked(99.0, lambda v: None if 0 < v <= 100 else "in (0, 100]", help="percentile of good calibration scores")
+    iqr_k: float = checked(1.5, non_negative)
+    k_of_n: list[int] = checked(factory=lambda: [7, 10], check=all_of(length(2), each(positive)), help="product defective when >= k of n runs say so")
+    product_level: bool = checked(False, help="re-tune the threshold on per-product maxima")
+    worst_cases: int = checked(8, non_negative)
+    batch_size: int = checked(64, positive)
+
+
+@dataclass
+class ExportConfig:
+    include_png: bool = True
+
+
+@dataclass
+class Config:
+    family: str = "grdnet"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    source_file: str = field(default="", metadata={"internal": True})
+
+
+# --------------------------------------------------------------------------
+# Conversion of plain data into dataclasses.
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return f"a list of {_describe(arg).removeprefix('a ').removeprefix('an ')}s"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return _TYPE_WORDS.get(tp, str(tp))
+
+
+def _convert(value, tp, where: str, src: str):
+    def fail(expect: str):
+        raise ConfigError(f"{src}: {where}: expected {expect}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where, src)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            fail("a mapping")
+        return from_dict(tp, value, where, src)
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            fail(_describe(tp))
+        return [_convert(v, arg, f"{where}[{i}]", src) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail("a string")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, prefix: str = "", src: str = "<config>"):
+    """Build dataclass ``cls`` from ``data``, validating keys, types and ranges."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{src}: {where}: unknown key (known keys here: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        where = f"{prefix}.{name}" if prefix else name
+        value = _convert(data[name], hints[name], where, src)
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            msg = check(value)
+            if msg:
+                word = _describe(hints[name])
+                raise ConfigError(f"{src}: {where}: expected {word} {msg}, got {data[name]!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------
+# Overrides and loading.
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_raw(raw: dict, src: str = "<config>", family: str | None = None) -> Config:
+    from tfanomaly.models import registry
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = dict(raw)
+    fam = family or raw.get("family", "grdnet")
+    if family and raw.get("family") not in (None, family):
+        raise ConfigError(f"{src}: family: the command trains {family!r} but the config says {raw['family']!r}")
+    if fam not in registry.names():
+        raise ConfigError(f"{src}: family: expected one of {', '.join(registry.names())}, got {fam!r}")
+    raw["family"] = fam
+    model_raw = raw.pop("model", None) or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"{src}: model: expected a mapping, got {model_raw!r}")
+    cfg = from_dict(Config, raw, "", src)
+    cfg.model = from_dict(registry.config_class(fam), model_raw, "model", src)
+    cfg.source_file = src
+    _cross_checks(cfg, src)
+    return cfg
+
+
+def _cross_checks(cfg: Config, src: str) -> None:
+    d = cfg.data
+    for r in d.rank_images:
+        if r > d.frames_per_acquisition:
+            raise ConfigError(
+                f"{src}: data.rank_images: expected ranks in [1, {d.frames_per_acquisition}] "
+                f"(data.frames_per_acquisition), got {r}"
+            )
+    for f in d.eval_frames:
+        if f >= d.frames_per_acquisition:
+            raise ConfigError(f"{src}: data.eval_frames: expected frame indices < {d.frames_per_acquisition}, got {f}")
+    if cfg.perturb.min_scale > cfg.perturb.max_scale:
+        raise ConfigError(f"{src}: perturb.min_scale: expected <= perturb.max_scale ({cfg.perturb.max_scale}), got {cfg.perturb.min_scale}")
+    h, w = d.image_size
+    if cfg.perturb.enabled and (h % (2**cfg.perturb.max_scale) or w % (2**cfg.perturb.max_scale)):
+        raise ConfigError(
+            f"{src}: perturb.max_scale: the Perlin grid 2**{cfg.perturb.max_scale} must divide "
+            f"data.image_size {d.image_size}"
+        )
+    check = getattr(cfg.model, "validate", None)
+    if check is not None:
+        check(cfg, src)
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None, family: str | None = None) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) and apply overrides."""
+    raw: dict = {}
+    src = str(path) if path else "<defaults>"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{src}: no such config file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "?"
+            raise ConfigError(f"{src}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_raw(raw, src, family)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    atomic_write_text(path, dump_config(cfg))

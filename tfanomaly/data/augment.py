@@ -1,0 +1,75 @@
+"""Augmentation of good images, also used as the test-time domain-shift set.
+
+Pure TF ops with stateless seeds: the same seed gives the same result, so a
+training run is reproducible and the shifted test set is fixed.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def rotate(image, angle, fill_mode="REFLECT", interpolation="BILINEAR"):
+    """Rotate [H, W, C] by ``angle`` radians about the centre."""
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+    y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+    transform = tf.stack([cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0])[None]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=transform,
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode=fill_mode,
+    )
+    return out[0]
+
+
+def augment(image, mask, seed, cfg):
+    """Apply the augmentations of ``cfg`` (an AugmentConfig) to image and mask.
+
+    Geometric operations move the mask with the image; photometric ones touch
+    the image only. Returns (image, mask), image clipped to [0, 1].
+    """
+    if not cfg.enabled:
+        return image, mask
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=10)
+    h, w = image.shape[0], image.shape[1]
+
+    if cfg.rotation > 0:
+        angle = tf.random.stateless_uniform([], seeds[0], -cfg.rotation, cfg.rotation)
+        image = rotate(image, angle)
+        mask = rotate(mask, angle, interpolation="NEAREST")
+    if cfg.vflip:
+        flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, [0]), lambda: image)
+        mask = tf.cond(flip, lambda: tf.reverse(mask, [0]), lambda: mask)
+    if cfg.hflip:
+        flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+        mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+
+    def chance(s):
+        return tf.cast(tf.random.stateless_uniform([], s) < cfg.probability, tf.float32)
+
+    if cfg.downscale < 1.0:
+        factor = tf.random.stateless_uniform([], seeds[3], cfg.downscale, 1.0)
+        small = tf.maximum(tf.cast(tf.round(factor * tf.constant([h, w], tf.float32)), tf.int32), 1)
+        scaled = tf.image.resize(tf.image.resize(image, small, "bilinear"), [h, w], "bilinear")
+        use = chance(seeds[4])
+        image = use * scaled + (1.0 - use) * image
+    if cfg.brightness > 0:
+        delta = tf.random.stateless_uniform([], seeds[5], -cfg.brightness, cfg.brightness)
+        image = image + chance(seeds[6]) * delta
+    if cfg.contrast > 0:
+        factor = tf.random.stateless_uniform([], seeds[7], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
+        mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
+        use = chance(seeds[8])
+        image = use * ((image - mean) * factor + mean) + (1.0 - use) * image
+    if cfg.noise_std > 0:
+        image = image + cfg.noise_std * tf.random.stateless_normal(tf.shape(image), seeds[9])
+    return tf.clip_by_value(image, 0.0, 1.0), mask
+

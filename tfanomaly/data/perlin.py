@@ -1,0 +1,82 @@
+"""2D Perlin noise and the GRD-Net perturbation P_q, in pure TF ops.
+
+The noise follows the classic gradient-noise construction used by perlin-numpy
+(a grid of ``res + 1`` unit gradients, quintic fade ``6t^5 - 15t^4 + 10t^3``,
+scaled by sqrt(2)), so it can be checked against that reference value for
+value given the same gradient angles. Everything is stateless: the same seed
+gives the same noise inside tf.data, on any number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def _fade(t):
+    return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
+
+
+def perlin_from_uniforms(shape, res, uniforms):
+    """Perlin noise of ``shape`` (H, W) with ``res`` (ry, rx) periods.
+
+    ``uniforms`` [ry + 1, rx + 1] in [0, 1) give the gradient angles
+    (angle = 2*pi*u), exactly as perlin-numpy draws them. H and W must be
+    multiples of ry and rx.
+    """
+    h, w = shape
+    ry, rx = res[0], res[1]
+    angles = 2.0 * math.pi * tf.cast(uniforms, tf.float32)
+    grads = tf.stack([tf.cos(angles), tf.sin(angles)], axis=-1)  # [ry+1, rx+1, 2]
+
+    uy = tf.cast(tf.range(h), tf.float32) * tf.cast(ry, tf.float32) / float(h)
+    ux = tf.cast(tf.range(w), tf.float32) * tf.cast(rx, tf.float32) / float(w)
+    iy = tf.cast(tf.floor(uy), tf.int32)
+    ix = tf.cast(tf.floor(ux), tf.int32)
+    fy = uy - tf.floor(uy)  # [H]
+    fx = ux - tf.floor(ux)  # [W]
+
+    def corner(dy, dx):
+        g = tf.gather(tf.gather(grads, iy + dy, axis=0), ix + dx, axis=1)  # [H, W, 2]
+        return (fy[:, None] - float(dy)) * g[..., 0] + (fx[None, :] - float(dx)) * g[..., 1]
+
+    n00, n10, n01, n11 = corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1)
+    ty = _fade(fy)[:, None]
+    tx = _fade(fx)[None, :]
+    n0 = n00 * (1.0 - ty) + ty * n10
+    n1 = n01 * (1.0 - ty) + ty * n11
+    return math.sqrt(2.0) * ((1.0 - tx) * n0 + tx * n1)
+
+
+def stateless_perlin(shape, res, seed):
+    """Perlin noise with gradients drawn from a stateless seed ([2] int)."""
+    uniforms = tf.random.stateless_uniform(tf.stack([res[0] + 1, res[1] + 1]), seed=seed)
+    return perlin_from_uniforms(shape, res, uniforms)
+
+
+def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0)):
+    """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
+
+    With probability ``q`` a Perlin field P (random resolution 2**k per axis,
+    k in [min_scale, max_scale]) is thresholded into the binary map
+    M = [P > threshold]; a second Perlin field T, mapped to [0, 1], is the
+    noise, N = M * T (the noise alone on black); the input is blended with it
+    inside M: X_n = X * (1 - beta*M) + beta * N, beta ~ U(blend).
+    Without perturbation, X_n = X and M = N = 0.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    h, w, c = image.shape[0], image.shape[1], image.shape[2]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    scales = tf.random.stateless_uniform([2], seeds[0], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
+    res = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales)
+    field = stateless_perlin((h, w), (res[0], res[1]), seeds[1])
+    scales_t = tf.random.stateless_uniform([2], seeds[2], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
+    res_t = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales_t)
+    texture = tf.clip_by_value(0.5 * (stateless_perlin((h, w), (res_t[0], res_t[1]), seeds[3]) + 1.0), 0.0, 1.0)
+    apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
+    beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
+    mask = tf.cast(field > threshold, tf.float32)[..., None] * apply  # [H, W, 1]
+    noise = tf.tile(mask * texture[..., None], [1, 1, c])
+    perturbed = image * (1.0 - beta * mask) + beta * noise
+    return perturbed, mask, noise

@@ -1,0 +1,420 @@
+"""The tf.data pipeline shared by every family.
+
+    index (sources.py) -> patches (decode, rank, cut, resize; uint8)
+        -> [cache | TFRecord shards] -> shuffle -> repeat
+        -> augment + perturb (stateless seeds) -> batch -> prefetch
+
+A *patch element* is a dict:
+    image  uint8 [h, w, C]      mask  uint8 [h, w, 1] (255 = defect)
+    label  int32                product string, run/frame/rank/vial/region int32
+Frames of an acquisition have rank 0; a rank image has frame -1 and rank r.
+The same elements come out whether they are decoded from images or read back
+from the TFRecord shards written by :func:`pack`, so both paths train alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfanomaly.data import perlin as perlin_mod
+from tfanomaly.data.augment import augment as augment_fn
+from tfanomaly.data.rank import rank_images
+from tfanomaly.data.sources import Index, build_index
+from tfanomaly.errors import ConfigError, DataError
+
+AUTOTUNE = tf.data.AUTOTUNE
+ID_KEYS = ("product", "run", "frame", "rank", "vial", "region")
+
+
+def _decode(path, channels):
+    raw = tf.io.read_file(path)
+    img = tf.io.decode_image(raw, channels=channels, expand_animations=False, dtype=tf.uint8)
+    return img
+
+
+def _decode_mask(path, shape_like):
+    def load():
+        m = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False, dtype=tf.uint8)
+        return tf.where(m > 127, tf.constant(255, tf.uint8), tf.constant(0, tf.uint8))
+
+    def empty():
+        return tf.zeros(tf.concat([tf.shape(shape_like)[:2], [1]], 0), tf.uint8)
+
+    return tf.cond(tf.strings.length(path) > 0, load, empty)
+
+
+def _resize(img, size, method):
+    out = tf.image.resize(tf.cast(img, tf.float32), size, method=method)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def _crop(img, box):
+    # box [y0, x0, y1, x1]; negative y1 = whole image
+    return img[box[0] : box[2], box[1] : box[3]]
+
+
+def _depth_channel(rgb, depth_u16, rgbd_cfg, surface):
+    """RGB-D: remove background (depth > background_depth) and the supporting
+    surface (depth >= surface_tolerance * empty-surface depth); depth -> uint8."""
+    depth = tf.cast(depth_u16, tf.float32) * rgbd_cfg.depth_scale
+    keep = tf.ones_like(depth, tf.bool)
+    if rgbd_cfg.background_depth > 0:
+        keep &= depth <= rgbd_cfg.background_depth
+    if surface is not None:
+        keep &= ~((surface > 0) & (depth >= rgbd_cfg.surface_tolerance * surface))
+    keep &= depth > 0
+    top = rgbd_cfg.background_depth if rgbd_cfg.background_depth > 0 else 65535.0 * rgbd_cfg.depth_scale
+    d8 = tf.cast(tf.clip_by_value(tf.round(depth / top * 255.0), 0, 255), tf.uint8)
+    k = tf.cast(keep, tf.uint8)
+    return tf.concat([rgb * k, d8 * k], axis=-1)
+
+
+class PatchSource:
+    """Loads an :class:`Index` into patch elements, as tf.data."""
+
+    def __init__(self, cfg, index: Index):
+        self.cfg = cfg
+        self.index = index
+        d = cfg.data
+        self.size = list(d.image_size)
+        self.channels = d.channels
+        self.boxes = index.boxes
+        self.surface = None
+        if d.source == "rgbd" and d.rgbd.surface_frame:
+            import cv2
+
+            s = cv2.imread(d.rgbd.surface_frame, cv2.IMREAD_UNCHANGED)
+            if s is None:
+                raise DataError(f"{d.rgbd.surface_frame}: cannot read the empty-surface depth frame (data.rgbd.surface_frame)")
+            self.surface = tf.constant(s.astype(np.float32)[..., None] * d.rgbd.depth_scale)
+
+    # -- counts without decoding --------------------------------------------------------
+    def images_per_acquisition(self, training: bool) -> int:
+        d = self.cfg.data
+        return d.frames_per_acquisition + len(d.rank_images) if training else len(d.eval_frames)
+
+    def count(self, subset: str, training: bool) -> int:
+        n = 0
+        for it in self.index.subset(subset):
+            n += len(self.boxes) * self.images_per_acquisition(training) if it.kind == "acquisition" else 1
+        return n
+
+    # -- datasets -----------------------------------------------------------------------
+    def dataset(self, subset: str, training: bool, labels: tuple[int, ...] = (0, 1)) -> tf.data.Dataset:
+        items = [it for it in self.index.subset(subset) if it.label in labels]
+        if not items:
+            raise DataError(f"{self.cfg.data.root}: no {subset} samples with labels {labels}")
+        kind = items[0].kind
+        if kind == "acquisition":
+            return self._acquisitions(items, training)
+        return self._images(items)
+
+    def _images(self, items) -> tf.data.Dataset:
+        boxes = [it.box if it.box is not None else [0, 0, -1, -1] for it in items]
+        table = {
+            "path": [it.paths[0] for it in items],
+            "path2": [it.paths[1] if len(it.paths) > 1 else "" for it in items],
+            "mask": [it.masks[0] if it.masks else "" for it in items],
+            "label": np.array([it.label for it in items], np.int32),
+            "product": [it.product for it in items],
+            "box": np.array(boxes, np.int32),
+        }
+        size, channels, rgbd = self.size, self.channels, self.cfg.data.source == "rgbd"
+        rgbd_cfg, surface = self.cfg.data.rgbd, self.surface
+
+        def load(e):
+            if rgbd:
+                rgb = _decode(e["path"], 3)
+                depth = tf.io.decode_png(tf.io.read_file(e["path2"]), channels=1, dtype=tf.uint16)
+                img = _depth_channel(rgb, depth, rgbd_cfg, surface)
+            else:
+                img = _decode(e["path"], channels)
+            mask = _decode_mask(e["mask"], img)
+            box = e["box"]
+            full = box[2] < 0
+            y1 = tf.where(full, tf.shape(img)[0], box[2])
+            x1 = tf.where(full, tf.shape(img)[1], box[3])
+            b = tf.stack([box[0], box[1], y1, x1])
+            img = _resize(_crop(img, b), size, "bilinear")
+            mask = _resize(_crop(mask, b), size, "nearest")
+            img.set_shape(size + [channels])
+            mask.set_shape(size + [1])
+            zero = tf.constant(0, tf.int32)
+            return {
+                "image": img,
+                "mask": mask,
+                "label": e["label"],
+                "product": e["product"],
+                "run": zero,
+                "frame": zero,
+                "rank": zero,
+                "vial": zero,
+                "region": zero,
+            }
+
+        return tf.data.Dataset.from_tensor_slices(table).map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def _acquisitions(self, items, training: bool) -> tf.data.Dataset:
+        d = self.cfg.data
+        a = d.frames_per_acquisition
+        ranks = list(d.rank_images) if training else []
+        frames_used = list(range(a)) if training else list(d.eval_frames)
+        size, channels, boxes = self.size, self.channels, self.boxes
+        table = {
+            "paths": [it.paths for it in items],
+            "masks": [it.masks for it in items],
+            "product": [it.product for it in items],
+            "run": np.array([it.run for it in items], np.int32),
+        }
+        n_img = len(frames_used) + len(ranks)
+        frame_ids = tf.constant(frames_used + [-1] * len(ranks), tf.int32)
+        rank_ids = tf.constant([0] * len(frames_used) + ranks, tf.int32)
+
+        def load(e):
+            frames = tf.stack([_decode(e["paths"][i], channels) for i in range(a)])  # [A, H, W, C]
+            masks = tf.stack([_decode_mask(e["masks"][i], frames[0]) for i in frames_used]) if frames_used else None
+            parts = [tf.gather(frames, frames_used)] if frames_used else []
+            mparts = [masks] if masks is not None else []
+            if ranks:
+                parts.append(rank_images(frames, ranks))
+                all_masks = tf.stack([_decode_mask(e["masks"][i], frames[0]) for i in range(a)])
+                union = tf.reduce_max(all_masks, axis=0, keepdims=True)
+                mparts.append(tf.repeat(union, len(ranks), axis=0))
+            imgs = tf.concat(parts, 0)  # [n_img, H, W, C]
+            msk = tf.concat(mparts, 0)
+            out_i, out_m = [], []
+            for _, _, (y0, x0, y1, x1) in boxes:
+                out_i.append(_resize(imgs[:, y0:y1, x0:x1], size, "bilinear"))
+                out_m.append(_resize(msk[:, y0:y1, x0:x1], size, "nearest"))
+            pi = tf.reshape(tf.stack(out_i), [-1] + size + [channels])  # box-major
+            pm = tf.reshape(tf.stack(out_m), [-1] + size + [1])
+            nb = len(boxes)
+            label = tf.cast(tf.reduce_max(pm, axis=[1, 2, 3]) > 0, tf.int32)
+            return {
+                "image": pi,
+                "mask": pm,
+                "label": label,
+                "product": tf.fill([nb * n_img], e["product"]),
+                "run": tf.fill([nb * n_img], e["run"]),
+                "frame": tf.tile(frame_ids, [nb]),
+                "rank": tf.tile(rank_ids, [nb]),
+                "vial": tf.repeat(tf.constant([b[0] for b in boxes], tf.int32), n_img),
+                "region": tf.repeat(tf.constant([b[1] for b in boxes], tf.int32), n_img),
+            }
+
+        ds = tf.data.Dataset.from_tensor_slices(table)
+        return ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+
+
+# --------------------------------------------------------------------------
+# TFRecord shards
+
+
+def _bytes(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _int(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+
+FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "product": tf.io.FixedLenFeature([], tf.string),
+    **{k: tf.io.FixedLenFeature([], tf.int64) for k in ID_KEYS[1:]},
+}
+
+
+def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None) -> dict:
+    """Write the train (training layout) and test (eval layout) patches as
+    TFRecord shards with PNG-encoded patches. Each shard is written under a
+    temporary name and renamed, and index.json last, so a crash never leaves
+    a half-written pack that looks complete."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = build_index(cfg)
+    src = PatchSource(cfg, index)
+    summary = {
+        "image_size": list(cfg.data.image_size),
+        "channels": cfg.data.channels,
+        "source": cfg.data.source,
+        "rank_images": list(cfg.data.rank_images),
+        "eval_frames": list(cfg.data.eval_frames),
+        "subsets": {},
+    }
+    for subset, training in (("train", True), ("test", False)):
+        if not index.subset(subset):
+            continue
+        ds = src.dataset(subset, training, labels=(0,) if training else (0, 1))
+        ds = ds.map(
+            lambda e: {**e, "image": tf.io.encode_png(e["image"]), "mask": tf.io.encode_png(e["mask"])},
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        n, shard, writer, tmp_names = 0, 0, None, []
+        for e in ds.as_numpy_iterator():
+            if writer is None or n % shard_size == 0:
+                if writer is not None:
+                    writer.close()
+                tmp = out / f".{subset}-{shard:05d}.tmp"
+                tmp_names.append(tmp)
+                writer = tf.io.TFRecordWriter(str(tmp))
+                shard += 1
+            ex = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "image": _bytes(e["image"]),
+                        "mask": _bytes(e["mask"]),
+                        "label": _int(e["label"]),
+                        "product": _bytes(e["product"]),
+                        **{k: _int(e[k]) for k in ID_KEYS[1:]},
+                    }
+                )
+            )
+            writer.write(ex.SerializeToString())
+            n += 1
+            if progress:
+                progress(subset, n)
+        if writer is not None:
+            writer.close()
+        for i, tmp in enumerate(tmp_names):
+            os.replace(tmp, out / f"{subset}-{i:05d}-of-{len(tmp_names):05d}.tfrecord")
+        summary["subsets"][subset] = {"patches": n, "shards": len(tmp_names)}
+    tmp = out / ".index.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "index.json")
+    return summary
+
+
+def read_pack_index(cfg) -> dict:
+    folder = Path(cfg.data.tfrecords)
+    f = folder / "index.json"
+    if not f.exists():
+        raise DataError(f"{folder}: no index.json: not a complete pack (data.tfrecords); run `tfanomaly data pack`")
+    info = json.loads(f.read_text())
+    for key, want in (("image_size", list(cfg.data.image_size)), ("channels", cfg.data.channels)):
+        if info[key] != want:
+            raise ConfigError(f"{cfg.source_file}: data.{key}: the pack in {folder} was written with {info[key]}, the config asks {want}")
+    return info
+
+
+def read_pack(cfg, subset: str, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+    folder = Path(cfg.data.tfrecords)
+    files = sorted(str(p) for p in folder.glob(f"{subset}-*.tfrecord"))
+    if not files:
+        raise DataError(f"{folder}: no {subset} shards")
+    size, channels = list(cfg.data.image_size), cfg.data.channels
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # Training interleaves shards (bounded memory, mixed order); evaluation reads them in order.
+    cycle = min(4, len(files)) if shuffle else 1
+    ds = files_ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def parse(raw):
+        e = tf.io.parse_single_example(raw, FEATURES)
+        img = tf.io.decode_png(e["image"], channels=channels)
+        mask = tf.io.decode_png(e["mask"], channels=1)
+        img.set_shape(size + [channels])
+        mask.set_shape(size + [1])
+        out = {"image": img, "mask": mask, "label": tf.cast(e["label"], tf.int32), "product": e["product"]}
+        out.update({k: tf.cast(e[k], tf.int32) for k in ID_KEYS[1:]})
+        return out
+
+    return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+# --------------------------------------------------------------------------
+# Training and evaluation datasets
+
+
+def to_float(image):
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def training_map(cfg):
+    """Per-element training transform: uint8 patch -> augmented, perturbed floats."""
+    aug, pert = cfg.augment, cfg.perturb
+    base = cfg.seed
+
+    def fn(counter, e):
+        seed = tf.stack([tf.cast(base, tf.int64), counter])
+        s = tf.random.experimental.stateless_split(seed, num=2)
+        image = to_float(e["image"])
+        mask = to_float(e["mask"])
+        image, mask = augment_fn(image, mask, s[0], aug)
+        if pert.enabled:
+            xn, m, n = perlin_mod.perturb(
+                image,
+                s[1],
+                probability=pert.probability,
+                min_scale=pert.min_scale,
+                max_scale=pert.max_scale,
+                threshold=pert.threshold,
+                blend=tuple(pert.blend),
+            )
+        else:
+            xn, m, n = image, tf.zeros_like(mask), tf.zeros_like(image)
+        return {"image": image, "perturbed": xn, "perlin_mask": m, "noise": n}
+
+    return fn
+
+
+class Data:
+    """Everything a training or evaluation run needs from the data config."""
+
+    def __init__(self, cfg, index: Index | None = None):
+        self.cfg = cfg
+        if cfg.data.tfrecords:
+            self.pack_info = read_pack_index(cfg)
+            self.index = None
+            self.source = None
+        else:
+            self.pack_info = None
+            self.index = index or build_index(cfg)
+            self.source = PatchSource(cfg, self.index)
+
+    def count(self, subset: str, training: bool) -> int:
+        if self.pack_info is not None:
+            return self.pack_info["subsets"].get(subset, {}).get("patches", 0)
+        return self.source.count(subset, training)
+
+    def patches(self, subset: str, training: bool, shuffle: bool = False) -> tf.data.Dataset:
+        if self.pack_info is not None:
+            return read_pack(self.cfg, subset, shuffle, self.cfg.seed)
+        labels = (0,) if training else (0, 1)
+        return self.source.dataset(subset, training, labels)
+
+    def train_dataset(self, batch_size: int | None = None) -> tf.data.Dataset:
+        """Infinite, shuffled, augmented and perturbed batches of good patches."""
+        cfg = self.cfg
+        bs = batch_size or cfg.train.batch_size
+        ds = self.patches("train", training=True, shuffle=True)
+        if cfg.train.max_train_patches:
+            ds = ds.take(cfg.train.max_train_patches)
+        ds = ds.map(lambda e: {"image": e["image"], "mask": e["mask"]})
+        if cfg.data.cache and self.pack_info is None:
+            ds = ds.cache()
+        ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate().map(training_map(cfg), num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
+
+    def train_patches(self) -> int:
+        n = self.count("train", training=True)
+        if self.cfg.train.max_train_patches:
+            n = min(n, self.cfg.train.max_train_patches)
+        return n
+
+    def eval_dataset(self, subset: str = "test", batch_size: int | None = None) -> tf.data.Dataset:
+        """Deterministic batches of float images with masks, labels and ids."""
+        bs = batch_size or self.cfg.eval.batch_size
+        ds = self.patches(subset, training=False)
+        ds = ds.map(lambda e: {**e, "image": to_float(e["image"]), "mask": to_float(e["mask"])}, num_parallel_calls=AUTOTUNE)
+        return ds.batch(bs).prefetch(AUTOTUNE)

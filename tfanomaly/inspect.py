@@ -1,0 +1,73 @@
+"""``tfanomaly data inspect``: counts and a picture of what the pipeline feeds a model."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfanomaly.data import perlin
+from tfanomaly.data.pipeline import Data, to_float
+from tfanomaly.data.sources import summarize
+from tfanomaly.train import tile_grid, write_png
+
+
+def _region_table(data: Data, cfg) -> str:
+    names = cfg.data.strip.region_names if cfg.data.source == "vials" else ["all"]
+    counts = Counter()
+    for e in data.patches("test", training=False).as_numpy_iterator():
+        counts[(int(e["region"]), int(e["label"]))] += 1
+    lines = [f"{'region':<10}{'good':>8}{'defective':>11}"]
+    for r, name in enumerate(names):
+        lines.append(f"{name:<10}{counts[(r, 0)]:>8}{counts[(r, 1)]:>11}")
+    return "\n".join(lines)
+
+
+def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
+    """Rows of train patches: the patch, its rank images (vials), and its
+    Perlin perturbation X_n with the map M and the noise N."""
+    per = {}
+    n_needed = rows * (cfg.data.frames_per_acquisition + len(cfg.data.rank_images) + 1)
+    for e in data.patches("train", training=True).take(n_needed).as_numpy_iterator():
+        key = (int(e["vial"]), int(e["region"]))
+        slot = per.setdefault(key, {"frame": None, "ranks": {}})
+        if e["rank"] == 0 and slot["frame"] is None:
+            slot["frame"] = e["image"]
+        elif e["rank"] > 0:
+            slot["ranks"][int(e["rank"])] = e["image"]
+        if len(per) > rows:
+            break
+    keys = [k for k in per if per[k]["frame"] is not None][:rows]
+    cols: dict[str, list] = {"patch": []}
+    p = cfg.perturb
+    for i, k in enumerate(keys):
+        x = to_float(per[k]["frame"])
+        cols["patch"].append(x)
+        for r, img in sorted(per[k]["ranks"].items()):
+            cols.setdefault(f"rank {r}", []).append(to_float(img))
+        xn, m, n = perlin.perturb(
+            x, tf.constant([cfg.seed, i], tf.int64), probability=1.0, min_scale=p.min_scale,
+            max_scale=p.max_scale, threshold=p.threshold, blend=tuple(p.blend),
+        )
+        cols.setdefault("X_n", []).append(xn)
+        cols.setdefault("M", []).append(m)
+        cols.setdefault("N", []).append(n)
+    return tile_grid({k: np.stack(v) for k, v in cols.items() if len(v) == len(keys)}, rows)
+
+
+def inspect(cfg, out: Path) -> str:
+    data = Data(cfg)
+    lines = []
+    if data.index is not None:
+        s = summarize(data.index)
+        lines.append(
+            f"source {s['source']}: {s['items']} items ({s['train_good']} train good, {s['test_good']} test good, "
+            f"{s['test_defective']} test defective), {s['skipped']} skipped"
+        )
+    lines.append(f"patches: {data.count('train', True)} train, {data.count('test', False)} test")
+    lines.append(_region_table(data, cfg))
+    write_png(Path(out), sample_grid(data, cfg))
+    lines.append(f"sample grid -> {out}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Loss terms and image similarity shared by the families.
+
+Every function returns a per-example vector [B] in float32; a train_step
+averages it over the *global* batch with ``tf.nn.compute_average_loss``, so
+the same code is correct on one CPU and under any tf.distribute strategy.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _f32(*xs):
+    return [tf.cast(x, tf.float32) for x in xs]
+
+
+def _per_example_mean(x):
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def ssim(x, y, window: int = 11, sigma: float = 1.5):
+    """Per-image SSIM [B] of images in [0, 1] (Gaussian window, as Wang et al.)."""
+    x, y = _f32(x, y)
+    return tf.image.ssim(x, y, max_val=1.0, filter_size=window, filter_sigma=sigma)
+
+
+def ssim_map(x, y, window: int = 11, sigma: float = 1.5):
+    """Per-pixel SSIM map [B, H, W, 1] with SAME padding (for heatmaps)."""
+    x, y = _f32(x, y)
+    c = x.shape[-1]
+    ax = tf.range(window, dtype=tf.float32) - (window - 1) / 2.0
+    g = tf.exp(-(ax**2) / (2.0 * sigma**2))
+    g = g / tf.reduce_sum(g)
+    k = tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, c, 1])
+
+    def blur(t):
+        return tf.nn.depthwise_conv2d(t, k, [1, 1, 1, 1], "SAME")
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return tf.reduce_mean(s, axis=-1, keepdims=True)
+
+
+def l1(x, y):
+    x, y = _f32(x, y)
+    return _per_example_mean(tf.abs(x - y))
+
+
+def l2(x, y):
+    x, y = _f32(x, y)
+    return _per_example_mean(tf.square(x - y))
+
+
+def huber(x, y, delta: float = 1.0):
+    x, y = _f32(x, y)
+    d = tf.abs(x - y)
+    quad = tf.minimum(d, delta)
+    return _per_example_mean(0.5 * quad * quad + delta * (d - quad))
+
+
+def bce_logits(logits, target: float):
+    logits = tf.cast(tf.reshape(logits, [tf.shape(logits)[0], -1]), tf.float32)
+    labels = tf.fill(tf.shape(logits), float(target))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
+
+
+def focal(pred, target, gamma: float = 2.0, alpha: float = 0.25, eps: float = 1e-6):
+    """Binary focal loss (Lin et al.) on probabilities, per example [B]."""
+    p, y = _f32(pred, target)
+    p = tf.clip_by_value(p, eps, 1.0 - eps)
+    pos = -alpha * tf.pow(1.0 - p, gamma) * y * tf.math.log(p)
+    neg = -(1.0 - alpha) * tf.pow(p, gamma) * (1.0 - y) * tf.math.log(1.0 - p)
+    return _per_example_mean(pos + neg)
+
+
+def average(per_example, global_batch_size=None):
+    """Average a per-example loss over the global batch (strategy-safe)."""
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)

@@ -1,0 +1,95 @@
+"""The one contract every family implements.
+
+A family is a ``keras.Model`` subclass that
+- builds its sub-networks in ``__init__`` from its config dataclass (passed as
+  a plain dict, so ``get_config`` mirrors ``__init__`` and ``.keras`` files
+  load with ``safe_mode=True``);
+- overrides ``compile`` to take its optimizers, and ``train_step`` to run one
+  step with ``tf.GradientTape``, returning named losses tracked by
+  ``keras.metrics.Mean``;
+- implements ``score(images) -> {score [B], heatmap [B,H,W,1],
+  reconstruction [B,H,W,C]}``, a tf.function-friendly inference path that
+  export wraps unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+
+def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str = "adam"):
+    """Adam with the configured schedule (constant, cosine with restarts, or
+    constant then linear decay to zero from the middle of training)."""
+    lr = train_cfg.learning_rate * lr_scale
+    if train_cfg.lr_schedule == "cosine_restarts":
+        lr = keras.optimizers.schedules.CosineDecayRestarts(
+            lr, first_decay_steps=train_cfg.first_decay_steps, t_mul=2.0, m_mul=train_cfg.restart_m_mul, alpha=0.0
+        )
+    elif train_cfg.lr_schedule == "linear_decay":
+        lr = HalfwayLinearDecay(lr, max(total_steps, 2))
+    return keras.optimizers.Adam(lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfanomaly")
+class HalfwayLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Constant for the first half of training, then linear to zero (CycleGAN)."""
+
+    def __init__(self, initial_learning_rate, total_steps):
+        self.initial_learning_rate = initial_learning_rate
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        half = self.total_steps / 2.0
+        frac = tf.clip_by_value((step - half) / half, 0.0, 1.0)
+        return self.initial_learning_rate * (1.0 - frac)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "total_steps": self.total_steps}
+
+
+class AnomalyModel(keras.Model):
+    """Base class of the five families (see the module docstring)."""
+
+    family: str = ""
+    config_class = None
+
+    def __init__(self, model_config: dict, image_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.model_config = dict(model_config)
+        self.cfg = self.config_class(**self.model_config)
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.global_batch_size = None  # set by compile() for strategy-safe averaging
+
+    @classmethod
+    def from_run_config(cls, cfg):
+        h, w = cfg.data.image_size
+        return cls(dataclasses.asdict(cfg.model), (h, w, cfg.data.channels), name=cfg.family)
+
+    def get_config(self):
+        return {"model_config": self.model_config, "image_shape": list(self.image_shape), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def call(self, images, training=False):
+        return self.score(images)
+
+    def _track(self, *names):
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_trackers", {}).values())
+
+    def _report(self, values: dict):
+        for k, v in values.items():
+            self._trackers[k].update_state(v)
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    def _avg(self, per_example):
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)

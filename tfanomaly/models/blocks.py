@@ -1,0 +1,140 @@
+"""Shared building blocks: pre-activation residual blocks, DCGAN-style
+encoders, a small U-Net. Every layer is named after its place in the network."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="tfanomaly")
+class Subsample2D(layers.Layer):
+    """Keeps every second row and column: x[:, ::2, ::2, :]."""
+
+    def call(self, x):
+        return x[:, ::2, ::2, :]
+
+    def compute_output_shape(self, shape):
+        return (shape[0], None if shape[1] is None else (shape[1] + 1) // 2, None if shape[2] is None else (shape[2] + 1) // 2, shape[3])
+
+
+def _bn_relu(x, name):
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def residual_block(x, width: int, kind: str, name: str, up: bool = False):
+    """A ResNet-v2 pre-activation block of three 3x3 convs.
+
+    kind "A": shortcut is a 1x1 conv (changes width);
+    kind "B": identity shortcut;
+    kind "C": the middle conv halves H and W (doubles them with ``up``) and
+    the shortcut is a strided 1x1 conv (transposed conv when ``up``).
+    """
+    pre = _bn_relu(x, f"{name}_pre")
+    if kind == "A":
+        shortcut = layers.Conv2D(width, 1, name=f"{name}_short")(pre)
+    elif kind == "B":
+        shortcut = x
+    elif up:
+        # nearest upsampling + 1x1 conv: no strided 1x1 kernel (see guards.py)
+        shortcut = layers.UpSampling2D(2, name=f"{name}_short_up")(pre)
+        shortcut = layers.Conv2D(width, 1, name=f"{name}_short")(shortcut)
+    else:
+        # x[::2, ::2] + 1x1 conv equals a 1x1 stride-2 conv with SAME padding on
+        # even sizes, without oneDNN's crashing strided 1x1 weight-gradient kernel.
+        shortcut = Subsample2D(name=f"{name}_short_sub")(pre)
+        shortcut = layers.Conv2D(width, 1, name=f"{name}_short")(shortcut)
+
+    conv = layers.Conv2DTranspose if up else layers.Conv2D
+    y = conv(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(pre)
+    y = _bn_relu(y, f"{name}_conv1")
+    stride = 2 if kind == "C" else 1
+    y = conv(width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = _bn_relu(y, f"{name}_conv2")
+    y = conv(width, 3, padding="same", name=f"{name}_conv3")(y)
+    return layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def residual_stage(x, width: int, name: str, up: bool = False):
+    """Blocks A, B, C: change width, refine, then halve (or double) H and W."""
+    x = residual_block(x, width, "A", f"{name}_a", up)
+    x = residual_block(x, width, "B", f"{name}_b", up)
+    return residual_block(x, width, "C", f"{name}_c", up)
+
+
+def residual_encoder(shape, stem: int, widths, bottleneck: str, latent: int, name: str) -> keras.Model:
+    """Image [H, W, C] -> latent (dense [latent] or conv [h, w, latent])."""
+    inp = keras.Input(shape, name=f"{name}_input")
+    x = layers.Conv2D(stem, 3, padding="same", name=f"{name}_stem")(inp)
+    for i, w in enumerate(widths):
+        x = residual_stage(x, w, f"{name}_stage{i + 1}")
+    x = _bn_relu(x, f"{name}_out")
+    if bottleneck == "dense":
+        x = layers.Flatten(name=f"{name}_flatten")(x)
+        z = layers.Dense(latent, name=f"{name}_latent")(x)
+    else:
+        z = layers.Conv2D(latent, 1, name=f"{name}_latent")(x)
+    return keras.Model(inp, z, name=name)
+
+
+def residual_decoder(shape, widths, bottleneck: str, latent: int, name: str) -> keras.Model:
+    """Latent -> image [H, W, C] in [0, 1], mirroring :func:`residual_encoder`."""
+    h, w, c = shape
+    f = 2 ** len(widths)
+    sh, sw = h // f, w // f
+    if bottleneck == "dense":
+        inp = keras.Input((latent,), name=f"{name}_input")
+        x = layers.Dense(sh * sw * widths[-1], name=f"{name}_expand")(inp)
+        x = layers.Reshape((sh, sw, widths[-1]), name=f"{name}_reshape")(x)
+    else:
+        inp = keras.Input((sh, sw, latent), name=f"{name}_input")
+        x = layers.Conv2D(widths[-1], 1, name=f"{name}_expand")(inp)
+    for i, wd in enumerate(reversed(widths)):
+        x = residual_stage(x, wd, f"{name}_stage{i + 1}", up=True)
+    x = _bn_relu(x, f"{name}_out")
+    x = layers.Conv2D(c, 3, padding="same", name=f"{name}_to_image")(x)
+    out = layers.Activation("sigmoid", dtype="float32", name=f"{name}_sigmoid")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def conv_discriminator(shape, widths, name: str) -> keras.Model:
+    """DCGAN-style encoder (4x4 stride-2 convs, BN, LeakyReLU 0.2) with a dense
+    real/fake logit. Outputs (logit [B, 1], features of the last conv layer)."""
+    inp = keras.Input(shape, name=f"{name}_input")
+    x = inp
+    for i, w in enumerate(widths):
+        x = layers.Conv2D(w, 4, strides=2, padding="same", use_bias=i == 0, name=f"{name}_conv{i + 1}")(x)
+        if i > 0:
+            x = layers.BatchNormalization(name=f"{name}_bn{i + 1}")(x)
+        x = layers.LeakyReLU(0.2, name=f"{name}_lrelu{i + 1}")(x)
+    features = x
+    logit = layers.Dense(1, dtype="float32", name=f"{name}_logit")(layers.Flatten(name=f"{name}_flatten")(x))
+    return keras.Model(inp, [logit, features], name=name)
+
+
+def unet(shape, widths, name: str) -> keras.Model:
+    """U-Net: [H, W, C_in] -> probability map [H, W, 1]."""
+    inp = keras.Input(shape, name=f"{name}_input")
+    x = inp
+    skips = []
+
+    def double_conv(t, w, tag):
+        for j in (1, 2):
+            t = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"{tag}_conv{j}")(t)
+            t = layers.BatchNormalization(name=f"{tag}_bn{j}")(t)
+            t = layers.Activation("relu", name=f"{tag}_relu{j}")(t)
+        return t
+
+    for i, w in enumerate(widths[:-1]):
+        x = double_conv(x, w, f"{name}_down{i + 1}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"{name}_pool{i + 1}")(x)
+    x = double_conv(x, widths[-1], f"{name}_bottom")
+    for i, (w, skip) in enumerate(zip(reversed(widths[:-1]), reversed(skips))):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up{i + 1}")(x)
+        x = layers.Concatenate(name=f"{name}_cat{i + 1}")([x, skip])
+        x = double_conv(x, w, f"{name}_upconv{i + 1}")
+    x = layers.Conv2D(1, 1, name=f"{name}_head")(x)
+    out = layers.Activation("sigmoid", dtype="float32", name=f"{name}_sigmoid")(x)
+    return keras.Model(inp, out, name=name)

@@ -1,0 +1,152 @@
+"""Training driver shared by every family: ``tfanomaly.train(config)``.
+
+A run directory holds everything a run produced::
+
+    RUN/config.yaml          the resolved config
+    RUN/backup/              BackupAndRestore state (a killed run resumes here)
+    RUN/checkpoints/last.keras
+    RUN/logs/                TensorBoard + history.csv
+    RUN/samples/epoch_001.png  X, X_n, G(X_n), heatmap grids
+    RUN/model.keras          the final model (safe_mode loadable)
+    RUN/train_summary.json   steps, time, images/s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from tfanomaly import guards, runtime
+from tfanomaly.config import Config, atomic_write_text, save_config
+from tfanomaly.data.pipeline import Data
+from tfanomaly.errors import UserError
+from tfanomaly.models import registry
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stem = Path(cfg.source_file).stem if cfg.source_file and not cfg.source_file.startswith("<") else cfg.family
+    return Path(cfg.train.out_dir) / stem
+
+
+def tile_grid(columns: dict, max_rows: int = 8) -> np.ndarray:
+    """uint8 grid: one column per named array [B, H, W, C] in [0, 1], one row per sample."""
+    cols = []
+    for name, arr in columns.items():
+        a = np.clip(np.asarray(arr, np.float32)[:max_rows], 0, 1)
+        if a.shape[-1] not in (1, 3):
+            a = a[..., :3]
+        if a.shape[-1] == 1:
+            a = np.repeat(a, 3, -1)
+        col = np.concatenate(list(a), axis=0)
+        head = np.zeros((14, col.shape[1], 3), np.uint8)
+        cv2.putText(head, name[: max(1, col.shape[1] // 7)], (1, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (255, 255, 255), 1)
+        cols.append(np.concatenate([head.astype(np.float32) / 255.0, col], 0))
+        cols.append(np.full((cols[-1].shape[0], 2, 3), 0.5, np.float32))
+    return (np.concatenate(cols[:-1], axis=1) * 255).round().astype(np.uint8)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+
+
+class SampleImages(keras.callbacks.Callback):
+    """Saves X, X_n, G(X_n) and heatmap grids of a fixed batch every N epochs."""
+
+    def __init__(self, batch: dict, out_dir: Path, every: int = 1):
+        super().__init__()
+        self.batch = batch
+        self.out_dir = Path(out_dir)
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        cols = {k: np.asarray(v) for k, v in self.model.sample_outputs(self.batch).items()}
+        write_png(self.out_dir / f"epoch_{epoch + 1:03d}.png", tile_grid(cols))
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto") -> Path:
+    """Train the family named by ``cfg.family``; returns the run directory."""
+    run = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if run.exists() and any(run.iterdir()) and not resume:
+        raise UserError(f"{run}: run directory already holds a run; pass --resume to continue it or --run-dir for a new one")
+    if resume and not (run / "config.yaml").exists():
+        raise UserError(f"{run}: nothing to resume (no config.yaml); start the run without --resume")
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+
+    runtime.setup(cfg)
+    strategy = runtime.strategy_for(cfg)
+    data = Data(cfg)
+    global_batch = cfg.train.batch_size
+    n_patches = data.train_patches()
+    steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
+    total_steps = steps * cfg.train.epochs
+    ds = data.train_dataset(global_batch)
+    sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
+
+    with strategy.scope():
+        model = registry.build(cfg)
+        guards.check_model(model)
+        model.compile_from_config(cfg.train, total_steps, global_batch)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(str(run / "checkpoints" / "last.keras")),
+        keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, update_freq="epoch"),
+        keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=True),
+        SampleImages(sample_batch, run / "samples", cfg.train.samples_every),
+        *extra_callbacks,
+    ]
+    (run / "logs").mkdir(exist_ok=True)
+    start = time.time()
+    step0 = int(model.step_counter.numpy())
+    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    elapsed = time.time() - start
+    done = int(model.step_counter.numpy()) - step0
+    if any(not np.all(np.isfinite(v)) for v in history.history.values()):
+        raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
+    save_model_atomic(model, run / "model.keras")
+    summary = {
+        "family": cfg.family,
+        "train_patches": n_patches,
+        "steps_per_epoch": steps,
+        "epochs": cfg.train.epochs,
+        "steps_this_session": done,
+        "global_step": int(model.step_counter.numpy()),
+        "seconds": round(elapsed, 2),
+        "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
+        "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
+    }
+    atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=2))
+    return run
+
+
+def load_model(run_dir: str | os.PathLike) -> keras.Model:
+    """Load the final model of a run directory (safe mode)."""
+    run = Path(run_dir)
+    path = run / "model.keras" if run.is_dir() else run
+    if not path.exists():
+        raise UserError(f"{run}: no model.keras here: is this a finished run directory?")
+    # importing the families registers their classes for deserialization
+    from tfanomaly.models import registry as _registry
+
+    for name in _registry.names():
+        _registry.model_class(name)
+    return keras.models.load_model(path, safe_mode=True, compile=False)
