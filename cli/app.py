@@ -66,11 +66,74 @@ def train(
     _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run}/model.keras")
 
 
+@app.command("eval")
+def eval_(
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory of a trained model."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config (default: the run's config.yaml)."),
+    calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Threshold rule: youden, max_accuracy, zero_fn, n_sigma, percentile, iqr."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds of repeated calibration/report splits, e.g. 0,1,2."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Eval directory (default: RUN/eval)."),
+    force: bool = typer.Option(False, "--force", help="Allow calibrating on the reported split (eval.calibration_fraction: 0)."),
+    set_: Optional[List[str]] = SET,
+):
+    """Score the test set, calibrate thresholds, write metrics, tables, plots and an HTML report."""
+    from tfanomaly.config import load_config
+
+    cfg_path = config or model / "config.yaml"
+    cfg = load_config(cfg_path, set_ or [])
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    from tfanomaly.evaluate import evaluate
+    from tfanomaly.report import console_summary
+    from tfanomaly.train import load_model
+
+    out_dir = out or model / "eval"
+    summary = evaluate(load_model(model), cfg, out_dir, calibrate, seed_list, force)
+    typer.echo(console_summary(summary))
+    _echo(f"report -> {out_dir}/report.html")
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory of a trained model."),
+    out: Path = typer.Option(..., "--out", "-o", help="SavedModel directory to write, e.g. saved_models/vials."),
+    thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="thresholds.json (default: RUN/eval/thresholds.json if present)."),
+):
+    """Export a SavedModel (serving_default + serve_png) with tfanomaly.json, atomically."""
+    from tfanomaly.export import export as run_export
+
+    path = run_export(model, out, thresholds)
+    _echo(f"exported -> {path}")
+
+
+@app.command()
+def predict(
+    images: List[Path] = typer.Argument(..., help="Image files (strip images for a vial-line model)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run directory of a trained model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to .json or .csv."),
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="Folder for heatmap PNGs."),
+    region: Optional[int] = typer.Option(None, "--region", help="Region id of whole-image inputs (per-region thresholds)."),
+):
+    """Scores, decisions and heatmaps for new images."""
+    from tfanomaly.predict import predict as run_predict
+
+    rows = run_predict(model, images, out, heatmaps, region)
+    if not out:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        flagged = sum(1 for r in rows if r.get("is_anomalous"))
+        _echo(f"{len(rows)} patches scored, {flagged} flagged -> {out}")
+
+
 @synth_app.command("vials")
 def synth_vials(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    good: int = typer.Option(8, min=1, help="Good products."),
-    defective: int = typer.Option(6, min=0, help="Defective products (defect types cycle)."),
+    good: int = typer.Option(10, min=1, help="Good products."),
+    defective: int = typer.Option(12, min=0, help="Defective products (defect types cycle)."),
     runs: int = typer.Option(10, min=1, help="Acquisition runs per product."),
     frames: int = typer.Option(16, min=1, help="Frames per acquisition."),
     seed: int = typer.Option(0, help="Random seed (output is deterministic for a seed)."),

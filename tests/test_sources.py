@@ -56,7 +56,7 @@ def test_unmatched_name_is_an_error_or_a_counted_skip(tmp_path, vial_data):
 def test_region_cutting_by_boxes(tmp_path):
     """A strip whose every (vial, region) box has its own gray value: each patch is constant with that value."""
     root = tmp_path / "strip"
-    cfg = vial_cfg(root, "data.frames_per_acquisition=2", "data.rank_images=[1, 2]", "data.eval_frames=[0, 1]")
+    cfg = vial_cfg(root, "data.frames_per_acquisition=2", "data.rank_images=[1, 2]", "data.eval_frames=[0, 1]", "data.split.train_fraction=1.0")
     strip = np.zeros((256, 320), np.uint8)
     for v, (x0, x1) in enumerate(cfg.data.strip.vial_x):
         for r, (y0, y1) in enumerate(cfg.data.strip.region_y):

@@ -1,0 +1,47 @@
+"""tfanomaly: reconstruction- and GAN-based visual anomaly detection (Keras 3 / TensorFlow).
+
+The Python API mirrors the command line::
+
+    cfg = tfanomaly.load_config("configs/vials_demo.yaml", ["train.epochs=2"])
+    run = tfanomaly.train(cfg)                          # -> run directory
+    summary = tfanomaly.evaluate_run(run, cfg)          # -> metrics, thresholds, report
+    tfanomaly.export(run, "saved_models/vials_demo")   # -> SavedModel + tfanomaly.json
+
+TensorFlow is imported on first use of train/evaluate/export, not on import.
+"""
+
+__version__ = "0.1.0"
+
+from tfanomaly.config import load_config  # noqa: E402
+from tfanomaly.errors import ConfigError, DataError, UserError  # noqa: E402
+
+__all__ = ["load_config", "train", "evaluate_run", "export", "load_model", "UserError", "ConfigError", "DataError", "__version__"]
+
+
+def train(cfg, run_dir=None, resume=False, **kw):
+    from tfanomaly.train import train as _train
+
+    return _train(cfg, run_dir, resume, **kw)
+
+
+def load_model(run_dir):
+    from tfanomaly.train import load_model as _load
+
+    return _load(run_dir)
+
+
+def evaluate_run(run_dir, cfg=None, out_dir=None, **kw):
+    """Evaluate the model of a run directory (config from the run unless given)."""
+    from pathlib import Path
+
+    from tfanomaly.evaluate import evaluate
+
+    run = Path(run_dir)
+    cfg = cfg or load_config(run / "config.yaml")
+    return evaluate(load_model(run), cfg, out_dir or run / "eval", **kw)
+
+
+def export(run_dir, out, thresholds_file=None):
+    from tfanomaly.export import export as _export
+
+    return _export(run_dir, out, thresholds_file)

@@ -218,6 +218,7 @@ class TrainConfig:
     out_dir: str = "runs"
     samples_every: int = checked(1, positive, help="save sample grids every N epochs")
     max_train_patches: int = checked(0, non_negative, help="cap on training patches (0 = all)")
+    time_budget_minutes: float = checked(0.0, non_negative, help="stop training after this many minutes (0 = no limit)")
 
 
 @dataclass
@@ -303,6 +304,11 @@ def _convert(value, tp, where: str, src: str):
             fail("an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail("a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number")
         return float(value)

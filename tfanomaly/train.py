@@ -58,6 +58,33 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+class SessionSteps(keras.callbacks.Callback):
+    """Counts the optimizer steps this session ran (after BackupAndRestore restored a killed run)."""
+
+    def on_train_begin(self, logs=None):
+        self.start = int(self.model.step_counter.numpy())
+
+    def on_train_end(self, logs=None):
+        self.done = int(self.model.step_counter.numpy()) - self.start
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once ``minutes`` of wall time have passed (checked after every batch)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60.0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+        self.stopped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() - self.start >= self.seconds:
+            self.model.stop_training = True
+            self.stopped = True
+
+
 class SampleImages(keras.callbacks.Callback):
     """Saves X, X_n, G(X_n) and heatmap grids of a fixed batch every N epochs."""
 
@@ -107,19 +134,20 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        session := SessionSteps(),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(str(run / "checkpoints" / "last.keras")),
         keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, update_freq="epoch"),
         keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=True),
         SampleImages(sample_batch, run / "samples", cfg.train.samples_every),
+        *([TimeBudget(cfg.train.time_budget_minutes)] if cfg.train.time_budget_minutes else []),
         *extra_callbacks,
     ]
     (run / "logs").mkdir(exist_ok=True)
     start = time.time()
-    step0 = int(model.step_counter.numpy())
     history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     elapsed = time.time() - start
-    done = int(model.step_counter.numpy()) - step0
+    done = session.done
     if any(not np.all(np.isfinite(v)) for v in history.history.values()):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
     save_model_atomic(model, run / "model.keras")

@@ -137,12 +137,20 @@ def _list_images(folder: Path, mask_suffix: str) -> list[Path]:
     return images
 
 
+def _rel_id(path: Path, root: Path) -> str:
+    """A sample id unique within the dataset: its path below the root, without suffix."""
+    try:
+        return str(path.relative_to(root).with_suffix(""))
+    except ValueError:
+        return str(path.with_suffix(""))
+
+
 def split_good(names: list, fraction: float, seed: int) -> tuple[list, list]:
     """The evaluation protocol's split: sort, shuffle with default_rng(seed), first fraction trains."""
     order = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(order))
     shuffled = [order[i] for i in perm]
-    n_train = int(round(fraction * len(order)))
+    n_train = int(fraction * len(order) + 1e-9)  # floor: 80% of 952 is 761, as the protocol says
     return shuffled[:n_train], shuffled[n_train:]
 
 
@@ -188,14 +196,14 @@ def index_folder(cfg, kind="image") -> Index:
             mask = _mask_for(path, cfg, root) if label else ""
             if not chk.mask(mask, path):
                 continue
-            items.append(Item("rgbd", [str(path), str(depth)], [mask], label, subset, product=path.stem))
+            items.append(Item("rgbd", [str(path), str(depth)], [mask], label, subset, product=_rel_id(path, root)))
             continue
         if not chk.image(path, d.channels):
             continue
         mask = _mask_for(path, cfg, root)
         if not chk.mask(mask, path):
             continue
-        items.append(Item("image", [str(path)], [mask], label, subset, product=path.stem))
+        items.append(Item("image", [str(path)], [mask], label, subset, product=_rel_id(path, root)))
     return Index(items, chk.skipped, d.source)
 
 

@@ -175,7 +175,7 @@ def _write_png(path: Path, img):
     os.replace(str(tmp) + ".png", path)
 
 
-def synth_vials(out, good=8, defective=6, runs=10, frames=16, seed=0, progress=None) -> dict:
+def synth_vials(out, good=10, defective=12, runs=10, frames=16, seed=0, progress=None) -> dict:
     """Write a vial-line dataset to ``out``; deterministic for ``seed``."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,8 @@ class GRDNet(AnomalyModel):
 
     # -- training -------------------------------------------------------------
     def compile(self, g_optimizer, d_optimizer, u_optimizer=None, global_batch_size=None, **kwargs):
-        super().compile(**kwargs)
+        # No Keras-level optimizer: the networks' own optimizers are attributes (saved and restored with the model).
+        super().compile(optimizer=None, **kwargs)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         self.u_optimizer = u_optimizer
@@ -160,8 +161,8 @@ class GRDNet(AnomalyModel):
     # -- inference (the exported path) ---------------------------------------
     def score(self, images):
         x = tf.cast(images, tf.float32)
-        _, x_hat, _ = self.generate(x)
-        x_hat = tf.cast(x_hat, tf.float32)
+        # The score needs only G_E and G_D: the second encoder is a training-time term.
+        x_hat = tf.cast(self.decoder(self.encoder(x)), tf.float32)
         if self.full:
             amap = tf.cast(self.unet(tf.concat([x, x_hat], -1)), tf.float32) * self.roi
             k = self.cfg.score_pool
@@ -177,7 +178,7 @@ class GRDNet(AnomalyModel):
     def sample_outputs(self, batch):
         """Arrays for the image callback: X, X_n, X_hat, heatmap (and U-Net map)."""
         out = self.score(batch["image"])
-        _, xn_hat, _ = self.generate(batch["perturbed"])
+        xn_hat = self.decoder(self.encoder(batch["perturbed"]))
         return {
             "X": batch["image"],
             "X_n": batch["perturbed"],

@@ -1,0 +1,266 @@
+// tfanomaly-infer MODEL_DIR IMAGES... [--batch 60] [--heatmaps DIR] [--json]
+//
+// PNG inputs run through the serve_png signature (decoded in the graph);
+// .npy inputs (float32 [H, W, C] or [N, H, W, C] in [0, 1]) through
+// serving_default. Each batch of --batch inputs is one strip (one acquisition
+// run): its verdict is the max score and "defective" when any patch is flagged.
+// For per-region models the region id of each input comes from its file name
+// (..._R<id>.png / .npy). Errors print one line and exit with the codes of
+// tfanomaly::ErrorCode; the binary never aborts.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tfanomaly/inference.h"
+
+using tfanomaly::Error;
+
+namespace {
+
+const char kUsageText[] =
+    "usage: tfanomaly-infer MODEL_DIR IMAGES... [--batch N] [--heatmaps DIR] [--json]\n"
+    "  IMAGES   PNG patches (serve_png) or float32 .npy arrays (serving_default)\n"
+    "  --batch  patches per run of the model, one strip (default 60)\n"
+    "  --heatmaps DIR  write each heatmap as DIR/<name>.npy (float32 [H, W])\n"
+    "  --json   print results as JSON\n"
+    "exit codes: 0 ok, 2 usage, 3 model missing, 4 model invalid, 5 image unreadable,\n"
+    "            6 wrong image size/channels, 7 inference failed, 8 output not writable\n";
+
+double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(tfanomaly::kImageUnreadable, "cannot read " + path);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (ss.str().empty()) throw Error(tfanomaly::kImageUnreadable, "empty file " + path);
+  return ss.str();
+}
+
+bool EndsWith(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+std::string Stem(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  auto dot = name.find_last_of('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+// Reads a little-endian float32 .npy array; returns its values and the number of images in it.
+std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& info, int* count) {
+  std::string raw = ReadFile(path);
+  if (raw.size() < 10 || raw.compare(0, 6, "\x93NUMPY") != 0) throw Error(tfanomaly::kImageUnreadable, path + ": not a .npy file");
+  const int major = static_cast<unsigned char>(raw[6]);
+  size_t hlen, off;
+  if (major == 1) {
+    hlen = static_cast<unsigned char>(raw[8]) | (static_cast<unsigned char>(raw[9]) << 8);
+    off = 10;
+  } else {
+    if (raw.size() < 12) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy header");
+    hlen = 0;
+    for (int i = 0; i < 4; ++i) hlen |= static_cast<size_t>(static_cast<unsigned char>(raw[8 + i])) << (8 * i);
+    off = 12;
+  }
+  if (raw.size() < off + hlen) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy header");
+  const std::string header = raw.substr(off, hlen);
+  if (header.find("'<f4'") == std::string::npos) throw Error(tfanomaly::kImageUnreadable, path + ": expected float32 ('<f4') data");
+  if (header.find("'fortran_order': True") != std::string::npos) throw Error(tfanomaly::kImageUnreadable, path + ": Fortran order not supported");
+  std::smatch m;
+  std::regex shape_re("'shape': \\(([0-9, ]*)\\)");
+  if (!std::regex_search(header, m, shape_re)) throw Error(tfanomaly::kImageUnreadable, path + ": no shape in .npy header");
+  std::vector<long> dims;
+  std::stringstream ds(m[1].str());
+  std::string tok;
+  while (std::getline(ds, tok, ',')) {
+    if (tok.find_first_not_of(' ') != std::string::npos) dims.push_back(std::stol(tok));
+  }
+  long n = 1;
+  if (dims.size() == 4) {
+    n = dims[0];
+    dims.erase(dims.begin());
+  }
+  if (dims.size() != 3 || dims[0] != info.height || dims[1] != info.width || dims[2] != info.channels) {
+    throw Error(tfanomaly::kImageShape, path + ": expected shape [" + std::to_string(info.height) + ", " +
+                                            std::to_string(info.width) + ", " + std::to_string(info.channels) + "]");
+  }
+  const size_t values = static_cast<size_t>(n) * info.height * info.width * info.channels;
+  const size_t data = off + hlen;
+  if (raw.size() - data != values * sizeof(float)) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy data");
+  std::vector<float> out(values);
+  std::memcpy(out.data(), raw.data() + data, values * sizeof(float));
+  *count = static_cast<int>(n);
+  return out;
+}
+
+void WriteNpy(const std::string& path, const float* data, int h, int w) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(h) + ", " + std::to_string(w) + "), }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::ofstream f(path + ".tmp", std::ios::binary);
+  if (!f) throw Error(tfanomaly::kOutput, "cannot write " + path);
+  f.write("\x93NUMPY\x01\x00", 8);
+  const unsigned short len = static_cast<unsigned short>(header.size());
+  f.put(static_cast<char>(len & 0xff));
+  f.put(static_cast<char>(len >> 8));
+  f << header;
+  f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(sizeof(float)) * h * w);
+  f.close();
+  if (!f || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) throw Error(tfanomaly::kOutput, "cannot write " + path);
+}
+
+int RegionOf(const std::string& path) {
+  static const std::regex re("_R([0-9]+)\\.(png|npy)$");
+  std::smatch m;
+  if (!std::regex_search(path, m, re)) throw Error(tfanomaly::kUsage, path + ": per-region model: name the file ..._R<region>.png");
+  return std::stoi(m[1].str());
+}
+
+int Run(int argc, char** argv) {
+  std::string model_dir, heat_dir;
+  std::vector<std::string> files;
+  int batch = 60;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--batch" && i + 1 < argc) {
+      try {
+        batch = std::stoi(argv[++i]);
+      } catch (...) {
+        batch = 0;
+      }
+      if (batch <= 0) throw Error(tfanomaly::kUsage, "--batch: expected a positive integer");
+    } else if (a == "--heatmaps" && i + 1 < argc) {
+      heat_dir = argv[++i];
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "-h" || a == "--help") {
+      std::cout << kUsageText;
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      throw Error(tfanomaly::kUsage, "unknown option " + a);
+    } else if (model_dir.empty()) {
+      model_dir = a;
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (model_dir.empty() || files.empty()) throw Error(tfanomaly::kUsage, "expected MODEL_DIR and at least one image");
+
+  auto t0 = std::chrono::steady_clock::now();
+  tfanomaly::Model model = tfanomaly::Model::Load(model_dir);
+  auto t1 = std::chrono::steady_clock::now();
+  const auto& info = model.info();
+
+  // Inputs: PNG bytes or float arrays, one entry per image, with names and regions.
+  std::vector<std::string> names;
+  std::vector<std::string> pngs;
+  std::vector<float> floats;
+  std::vector<int32_t> regions;
+  bool use_png = false, use_float = false;
+  for (const auto& f : files) {
+    if (EndsWith(f, ".npy")) {
+      int n = 0;
+      auto v = ReadNpy(f, info, &n);
+      floats.insert(floats.end(), v.begin(), v.end());
+      for (int j = 0; j < n; ++j) names.push_back(n == 1 ? Stem(f) : Stem(f) + "_" + std::to_string(j));
+      for (int j = 0; j < n && info.per_region; ++j) regions.push_back(RegionOf(f));
+      use_float = true;
+    } else {
+      pngs.push_back(ReadFile(f));
+      names.push_back(Stem(f));
+      if (info.per_region) regions.push_back(RegionOf(f));
+      use_png = true;
+    }
+  }
+  if (use_png && use_float) throw Error(tfanomaly::kUsage, "give either PNG or .npy inputs, not both");
+
+  tfanomaly::Result all;
+  std::vector<double> batch_ms;
+  std::vector<tfanomaly::StripVerdict> strips;
+  const size_t total = names.size();
+  const size_t per = static_cast<size_t>(info.height) * info.width * info.channels;
+  for (size_t start = 0; start < total; start += batch) {
+    const size_t end = std::min(total, start + batch);
+    std::vector<int32_t> reg(regions.begin() + (info.per_region ? start : 0), regions.begin() + (info.per_region ? end : 0));
+    auto b0 = std::chrono::steady_clock::now();
+    tfanomaly::Result r;
+    if (use_png) {
+      std::vector<std::string> chunk(pngs.begin() + start, pngs.begin() + end);
+      r = model.RunPng(chunk, info.per_region ? &reg : nullptr);
+    } else {
+      std::vector<float> chunk(floats.begin() + start * per, floats.begin() + end * per);
+      r = model.RunFloat(chunk, static_cast<int>(end - start), info.per_region ? &reg : nullptr);
+    }
+    batch_ms.push_back(Ms(b0, std::chrono::steady_clock::now()));
+    strips.push_back(tfanomaly::AggregateStrip(r, 0, r.size()));
+    all.Append(r);
+  }
+  auto t2 = std::chrono::steady_clock::now();
+
+  if (!heat_dir.empty()) {
+    const size_t hw = static_cast<size_t>(info.height) * info.width;
+    for (size_t i = 0; i < total; ++i) WriteNpy(heat_dir + "/" + names[i] + ".npy", all.heatmaps.data() + i * hw, info.height, info.width);
+  }
+
+  double sum_ms = 0;
+  for (double v : batch_ms) sum_ms += v;
+  char buf[64];
+  auto num = [&](double v) {
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return std::string(buf);
+  };
+  if (json) {
+    std::cout << "{\"model\": \"" << model_dir << "\", \"load_ms\": " << num(Ms(t0, t1)) << ", \"run_ms\": " << num(Ms(t1, t2))
+              << ", \"images\": [";
+    for (size_t i = 0; i < total; ++i) {
+      std::cout << (i ? ", " : "") << "{\"name\": \"" << names[i] << "\", \"score\": " << num(all.scores[i]);
+      if (!all.is_anomalous.empty()) std::cout << ", \"is_anomalous\": " << (all.is_anomalous[i] ? "true" : "false");
+      std::cout << "}";
+    }
+    std::cout << "], \"strips\": [";
+    for (size_t s = 0; s < strips.size(); ++s) {
+      std::cout << (s ? ", " : "") << "{\"max_score\": " << num(strips[s].max_score) << ", \"flagged_patches\": " << strips[s].flagged_patches
+                << ", \"defective\": " << (strips[s].defective ? "true" : "false") << ", \"ms\": " << num(batch_ms[s]) << "}";
+    }
+    std::cout << "]}" << std::endl;
+  } else {
+    for (size_t i = 0; i < total; ++i) {
+      std::cout << names[i] << "\t" << num(all.scores[i]);
+      if (!all.is_anomalous.empty()) std::cout << "\t" << (all.is_anomalous[i] ? "ANOMALOUS" : "ok");
+      std::cout << "\n";
+    }
+    for (size_t s = 0; s < strips.size(); ++s) {
+      std::cout << "strip " << s << ": max score " << num(strips[s].max_score) << ", " << strips[s].flagged_patches << " flagged, "
+                << (all.is_anomalous.empty() ? "no thresholds" : (strips[s].defective ? "DEFECTIVE" : "good")) << ", "
+                << num(batch_ms[s]) << " ms\n";
+    }
+    std::cout << "load " << num(Ms(t0, t1)) << " ms, " << total << " images in " << num(sum_ms) << " ms ("
+              << num(total / (sum_ms / 1000.0)) << " images/s)" << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    if (e.code() == tfanomaly::kUsage) std::cerr << kUsageText;
+    return e.code();
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return tfanomaly::kInference;
+  }
+}

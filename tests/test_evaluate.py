@@ -1,0 +1,97 @@
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tfanomaly.config import save_config
+from tfanomaly.errors import UserError
+from tfanomaly.evaluate import evaluate, score_dataset, split_products
+from tfanomaly.data.pipeline import Data
+from tfanomaly.models import registry
+from tests.conftest import vial_cfg
+
+
+@pytest.fixture(scope="module")
+def setup(vial_data, tmp_path_factory):
+    cfg = vial_cfg(vial_data, "eval.per_region=true", "eval.calibration_fraction=0.5", "eval.k_of_n=[1, 2]")
+    keras.utils.set_random_seed(0)
+    model = registry.build(cfg)
+    data = Data(cfg)
+    scored = score_dataset(model, data.eval_dataset("test"), keep=1)
+    for it in data.index.subset("test"):
+        scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+    return cfg, model, data, scored, tmp_path_factory.mktemp("eval")
+
+
+def test_report_files_and_numbers(setup):
+    cfg, model, data, scored, tmp = setup
+    out = tmp / "report"
+    summary = evaluate(model, cfg, out, "youden", [0, 1], scored=scored, data=data)
+    for f in ("metrics.json", "thresholds.json", "patches.csv", "regions.csv", "products.csv", "roc.png", "pr.png",
+              "histogram.png", "worst_cases.png", "report.html"):
+        assert (out / f).exists(), f
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["image_auroc"]["mean"] == pytest.approx(summary["image_auroc"]["mean"])
+    runs = summary["runs"]
+    assert len(runs) == 2 and summary["image_auroc"]["mean"] == pytest.approx(np.mean([r["image"]["auroc"] for r in runs]))
+    rows = list(csv.DictReader((out / "patches.csv").open()))
+    assert len(rows) == len(scored.scores)
+    rep = [r for r in rows if r["split"] == "reported"]
+    auc = roc_auc_score([int(r["label"]) for r in rep], [float(r["score"]) for r in rep])
+    assert auc == pytest.approx(runs[0]["image"]["auroc"], abs=1e-6)
+    cal_products = {r["product"] for r in rows if r["split"] == "calibration"}
+    assert cal_products.isdisjoint({r["product"] for r in rep})  # never calibrate on reported products
+    th = json.loads((out / "thresholds.json").read_text())
+    assert th["per_region"] is True and set(th["thresholds"]) == {"0", "1", "2", "3"}
+    for r in rows:  # flagged column follows the saved per-region thresholds
+        assert int(r["flagged"]) == int(float(r["score"]) >= th["thresholds"][r["region"]])
+    prods = list(csv.DictReader((out / "products.csv").open()))
+    for p in prods:  # k of n = 1 of 2: defective when any run is flagged
+        assert (p["verdict"] == "defective") == (int(p["flagged_runs"]) >= int(p["needed"]))
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and f"{summary['image_auroc']['mean']:.4f}" in html
+
+
+def test_refuses_calibrating_on_the_reported_split(setup):
+    cfg, model, data, scored, tmp = setup
+    cfg.eval.calibration_fraction = 0.0
+    try:
+        with pytest.raises(UserError, match="calibrated on the split being reported"):
+            evaluate(model, cfg, tmp / "same", scored=scored, data=data)
+        summary = evaluate(model, cfg, tmp / "same", force_same_split=True, scored=scored, data=data)
+        assert summary["calibrated_on_reported_split"] is True
+        assert "calibrated on the reported split (forced)" in (tmp / "same" / "report.html").read_text()
+    finally:
+        cfg.eval.calibration_fraction = 0.5
+
+
+def test_split_products_is_stratified_and_seeded():
+    truth = {f"g{i}": 0 for i in range(6)} | {f"d{i}": 1 for i in range(4)}
+    cal, rep = split_products(list(truth), 0.3, 0, truth)
+    assert cal.isdisjoint(rep) and cal | rep == set(truth)
+    assert sum(truth[p] for p in cal) >= 1 and sum(1 - truth[p] for p in cal) >= 1
+    assert split_products(list(truth), 0.3, 0, truth) == (cal, rep)
+    assert split_products(list(truth), 0.3, 1, truth) != (cal, rep)
+
+
+def test_predict_strips(setup, tmp_path, vial_data):
+    cfg, model, _, _, _ = setup
+    from tfanomaly.predict import predict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    save_config(cfg, run / "config.yaml")
+    (run / "eval").mkdir()
+    th = {"per_region": True, "thresholds": {"0": 0.1, "1": 0.2, "2": 0.3, "3": 0.4}}
+    (run / "eval" / "thresholds.json").write_text(json.dumps(th))
+    strips = sorted((vial_data / "images").glob("*.png"))[:2]
+    rows = predict(run, strips, tmp_path / "out.csv", tmp_path / "heat")
+    assert len(rows) == 40 and {(r["vial"], r["region"]) for r in rows} == {(v, r) for v in range(5) for r in range(4)}
+    for r in rows:
+        assert r["is_anomalous"] == (r["score"] >= th["thresholds"][str(r["region"])])
+    assert len(list((tmp_path / "heat").glob("*.png"))) == 40
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 41

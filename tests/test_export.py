@@ -1,0 +1,179 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfanomaly.config import save_config
+from tfanomaly.export import export, variables_checksum
+from tfanomaly.models import registry
+from tests.conftest import ROOT, vial_cfg
+
+
+def make_run(tmp_path, thresholds=None, variant="industrial"):
+    cfg = vial_cfg("unused", f"model.variant={variant}")
+    run = tmp_path / f"run_{variant}"
+    run.mkdir()
+    tf.keras.utils.set_random_seed(0)
+    model = registry.build(cfg)
+    model.save(run / "model.keras")
+    save_config(cfg, run / "config.yaml")
+    if thresholds is not None:
+        (run / "eval").mkdir()
+        (run / "eval" / "thresholds.json").write_text(json.dumps(thresholds))
+    return run, model
+
+
+def images(n=6, seed=0):
+    g = np.random.default_rng(seed)
+    u8 = g.integers(0, 256, (n, 32, 32, 1), dtype=np.uint8)
+    return u8, u8.astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    out = {}
+    run, model = make_run(tmp, None)
+    out["plain"] = (model, export(run, tmp / "sm_plain"))
+    per_region = {"rule": "youden", "per_region": True, "thresholds": {"0": 0.5, "1": 0.6, "2": 0.55, "3": 0.0}}
+    run2, model2 = make_run(tmp, per_region, "full")
+    out["region"] = (model2, export(run2, tmp / "sm_region"))
+    return out
+
+
+def test_python_round_trip_both_signatures(exported):
+    model, path = exported["plain"]
+    loaded = tf.saved_model.load(str(path))
+    u8, x = images()
+    ref = model.score(x)
+    got = loaded.signatures["serving_default"](images=tf.constant(x))
+    assert set(got) == {"score", "heatmap", "reconstruction"}
+    for k in ref:
+        np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), atol=1e-6)
+    pngs = tf.constant([cv2.imencode(".png", im)[1].tobytes() for im in u8])
+    got_png = loaded.signatures["serve_png"](png=pngs)
+    for k in ref:
+        np.testing.assert_allclose(got_png[k].numpy(), ref[k].numpy(), atol=1e-6)
+
+
+def test_per_region_decisions_and_metadata(exported):
+    model, path = exported["region"]
+    loaded = tf.saved_model.load(str(path))
+    _, x = images()
+    regions = np.array([0, 1, 2, 3, 0, 1], np.int32)
+    got = loaded.signatures["serving_default"](images=tf.constant(x), region=tf.constant(regions))
+    score = model.score(x)["score"].numpy()
+    np.testing.assert_allclose(got["score"].numpy(), score, atol=1e-6)
+    t = np.array([0.5, 0.6, 0.55, 0.0])[regions]
+    np.testing.assert_array_equal(got["is_anomalous"].numpy(), score >= t)
+    meta = json.loads((path / "tfanomaly.json").read_text())
+    assert meta["thresholds"]["values"] == [0.5, 0.6, 0.55, 0.0] and meta["thresholds"]["per_region"] is True
+    assert meta["image_size"] == [32, 32] and meta["channels"] == 1 and meta["family"] == "grdnet"
+    assert meta["variables_sha256"] == variables_checksum(path)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_reexport_replaces_atomically(tmp_path):
+    run, _ = make_run(tmp_path)
+    out = export(run, tmp_path / "sm")
+    (out / "marker").write_text("old")
+    export(run, tmp_path / "sm")
+    assert not (out / "marker").exists() and (out / "saved_model.pb").exists()
+
+
+# ---------------------------------------------------------------- C++ binary
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("cmake or a C++ compiler is missing: the C++ inference test needs both")
+    build = tmp_path_factory.mktemp("cppbuild")
+    r = subprocess.run(["cmake", "-S", str(ROOT / "cpp_inference"), "-B", str(build)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return build / "tfanomaly-infer"
+
+
+def run_cpp(binary, *args):
+    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def error_lines(r):
+    """The binary's own error lines (TensorFlow's start-up logging may precede them)."""
+    return [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+
+
+def test_cpp_equals_python(binary, exported, tmp_path):
+    model, path = exported["plain"]
+    u8, x = images(5, seed=3)
+    ref = model.score(x)
+    pngs, npys = [], []
+    for i, im in enumerate(u8):
+        p = tmp_path / f"p{i}.png"
+        cv2.imwrite(str(p), im)
+        pngs.append(p)
+        n = tmp_path / f"n{i}.npy"
+        np.save(n, x[i])
+        npys.append(n)
+    for files, heat in ((pngs, tmp_path / "hp"), (npys, tmp_path / "hn")):
+        heat.mkdir()
+        r = run_cpp(binary, path, *files, "--json", "--batch", 2, "--heatmaps", heat)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        scores = np.array([im["score"] for im in out["images"]], np.float32)
+        assert np.max(np.abs(scores - ref["score"].numpy())) <= 1e-5
+        for i, f in enumerate(files):
+            h = np.load(heat / f"{f.stem}.npy")
+            assert np.max(np.abs(h - ref["heatmap"].numpy()[i, ..., 0])) <= 1e-5
+        assert len(out["strips"]) == 3  # 5 images in batches of 2
+        assert out["strips"][0]["max_score"] == pytest.approx(float(scores[:2].max()), abs=1e-6)
+
+
+def test_cpp_per_region_decisions(binary, exported, tmp_path):
+    model, path = exported["region"]
+    u8, x = images(4, seed=4)
+    files = []
+    for i, im in enumerate(u8):
+        p = tmp_path / f"q{i}_R{i}.png"
+        cv2.imwrite(str(p), im)
+        files.append(p)
+    r = run_cpp(binary, path, *files, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    score = model.score(x)["score"].numpy()
+    flags = [im["is_anomalous"] for im in out["images"]]
+    assert flags == list(score >= np.array([0.5, 0.6, 0.55, 0.0]))
+    assert out["strips"][0]["defective"] is any(flags)
+
+
+def test_cpp_bad_inputs_exit_codes(binary, exported, tmp_path):
+    _, path = exported["plain"]
+    good = tmp_path / "ok.png"
+    cv2.imwrite(str(good), np.zeros((32, 32), np.uint8))
+    r = run_cpp(binary)
+    assert r.returncode == 2 and error_lines(r) == ["error: expected MODEL_DIR and at least one image"]
+    r = run_cpp(binary, tmp_path / "nope", good)
+    assert r.returncode == 3 and "no such model directory" in r.stderr
+    broken = tmp_path / "broken_model"
+    shutil.copytree(path, broken)
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    r = run_cpp(binary, broken, good)
+    assert r.returncode == 4 and len(error_lines(r)) == 1 and "cannot load" in error_lines(r)[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    r = run_cpp(binary, path, bad)
+    assert r.returncode == 5 and len(error_lines(r)) == 1, r.stderr
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((40, 32), np.uint8))
+    r = run_cpp(binary, path, big)
+    assert r.returncode == 6 and "wrong image size" in error_lines(r)[0], r.stderr
+    r = run_cpp(binary, path, tmp_path / "missing.png")
+    assert r.returncode == 5 and "cannot read" in r.stderr
+    assert "Aborted" not in r.stderr and "terminate" not in r.stderr

@@ -1,0 +1,198 @@
+import csv
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfanomaly import guards, losses
+from tfanomaly.config import load_config
+from tfanomaly.errors import UserError
+from tfanomaly.models import blocks, registry
+from tfanomaly.train import load_model, train
+from tests.conftest import ROOT, vial_cfg
+
+
+def tiny(variant="industrial", channels=1, **over):
+    args = [f"model.variant={variant}", f"data.channels={channels}", "data.root=unused"] + [f"{k}={v}" for k, v in over.items()]
+    return vial_cfg("unused", *args)
+
+
+def build(cfg, steps=100):
+    keras.utils.set_random_seed(cfg.seed)
+    m = registry.build(cfg)
+    m.compile_from_config(cfg.train, steps, cfg.train.batch_size)
+    return m
+
+
+def fixed_batch(channels=1, n=8, seed=0):
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    x = np.stack([0.3 + 0.4 * yy * (1 - xx) + 0.05 * g.normal(size=(32, 32)) for _ in range(n)])[..., None]
+    x = np.clip(np.repeat(x, channels, -1), 0, 1).astype(np.float32)
+    m = np.zeros((n, 32, 32, 1), np.float32)
+    m[:, 8:16, 8:16] = 1
+    noise = m * 0.8
+    xn = x * (1 - 0.5 * m) + 0.5 * noise
+    return {"image": tf.constant(x), "perturbed": tf.constant(xn), "perlin_mask": tf.constant(m), "noise": tf.constant(np.repeat(noise, channels, -1))}
+
+
+@pytest.mark.parametrize("variant,channels", [("industrial", 1), ("industrial", 3), ("full", 1), ("full", 3)])
+def test_score_shapes(variant, channels):
+    m = registry.build(tiny(variant, channels))
+    out = m.score(tf.random.uniform([2, 32, 32, channels]))
+    assert out["score"].shape == (2,) and out["heatmap"].shape == (2, 32, 32, 1)
+    assert out["reconstruction"].shape == (2, 32, 32, channels)
+    h = out["heatmap"].numpy()
+    assert h.min() >= 0 and h.max() <= 1
+
+
+def test_generator_losses_against_numpy():
+    m = registry.build(tiny())
+    c = m.cfg
+    b = fixed_batch()
+    x, xn, noise = (b[k].numpy() for k in ("image", "perturbed", "noise"))
+    x_hat = np.clip(x + 0.1 * np.sin(7 * x), 0, 1).astype(np.float32)
+    z = np.linspace(-1, 1, 8 * 16, dtype=np.float32).reshape(8, 16)
+    z_hat = z[::-1].copy()
+    fr = np.cos(np.arange(8 * 40, dtype=np.float32)).reshape(8, 40)
+    ff = fr * 0.5
+    t = {k: v.numpy() for k, v in m.generator_losses(x, xn, noise, x_hat, z, z_hat, fr, ff).items()}
+    d = np.abs(x - x_hat)
+    huber = np.where(d <= 1, 0.5 * d**2, d - 0.5).mean(axis=(1, 2, 3))
+    ssim = tf.image.ssim(x, x_hat, 1.0, filter_size=c.ssim_window).numpy()
+    np.testing.assert_allclose(t["con"], 2.0 * huber + 1.0 * (1 - ssim), rtol=1e-5)
+    np.testing.assert_allclose(t["adv"], ((fr - ff) ** 2).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(t["enc"], np.abs(z - z_hat).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(t["nse"], np.abs(np.abs(xn - x_hat) - noise).mean(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(t["g_loss"], t["adv"] + 50 * t["con"] + t["enc"] + 3 * t["nse"], rtol=1e-5)
+
+
+def test_score_is_one_minus_ssim_and_minmax_heatmap():
+    m = registry.build(tiny())
+    x = fixed_batch()["image"]
+    out = m.score(x)
+    _, x_hat, _ = m.generate(x)
+    np.testing.assert_allclose(out["score"].numpy(), 1 - tf.image.ssim(x, x_hat, 1.0, filter_size=7).numpy(), atol=1e-6)
+    d = np.abs(x.numpy() - x_hat.numpy())
+    ref = (d - d.min(axis=(1, 2, 3), keepdims=True)) / (d.max(axis=(1, 2, 3), keepdims=True) - d.min(axis=(1, 2, 3), keepdims=True))
+    np.testing.assert_allclose(out["heatmap"].numpy(), ref, atol=1e-5)
+
+
+def test_full_variant_focal_target_uses_roi():
+    cfg = tiny("full", **{"model.roi_polygon": "[[0,0],[15,0],[15,31],[0,31]]"})
+    m = registry.build(cfg)
+    roi = m.roi.numpy()[..., 0]
+    assert roi[:, :16].all() and not roi[:, 17:].any()
+    out = m.score(tf.random.uniform([2, 32, 32, 1]))
+    assert np.all(out["heatmap"].numpy()[:, :, 17:] == 0)
+
+
+@pytest.mark.parametrize("variant", ["industrial", "full"])
+def test_train_steps_lower_the_generator_loss(variant):
+    cfg = tiny(variant, **{"train.learning_rate": 2e-3, "train.lr_schedule": "constant"})
+    m = build(cfg)
+    b = fixed_batch()
+    step = tf.function(m.train_step)
+    first = [float(step(b)["con"]) for _ in range(1)][0]
+    for _ in range(25):
+        out = step(b)
+    assert float(out["con"]) < 0.7 * first
+    if variant == "full":
+        assert np.isfinite(float(out["seg"]))
+
+
+def test_same_seed_same_first_losses():
+    b = fixed_batch()
+    a = {k: float(v) for k, v in build(tiny()).train_step(b).items()}
+    c = {k: float(v) for k, v in build(tiny()).train_step(b).items()}
+    assert a == pytest.approx(c, rel=1e-6)
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path):
+    m = registry.build(tiny("full"))
+    x = fixed_batch()["image"]
+    before = m.score(x)
+    m.save(tmp_path / "m.keras")
+    from tfanomaly.models.grdnet import GRDNet
+
+    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    assert isinstance(again, GRDNet)
+    after = again.score(x)
+    for k in before:
+        np.testing.assert_array_equal(before[k].numpy(), after[k].numpy())
+
+
+def test_subsample_shortcut_equals_strided_1x1_conv():
+    x = tf.random.uniform([2, 16, 16, 24])
+    conv = keras.layers.Conv2D(8, 1, strides=2, padding="same")
+    ref = conv(x)
+    sub = keras.layers.Conv2D(8, 1)
+    sub.build(blocks.Subsample2D().compute_output_shape(x.shape))
+    sub.set_weights(conv.get_weights())
+    np.testing.assert_allclose(sub(blocks.Subsample2D()(x)).numpy(), ref.numpy(), atol=1e-6)
+
+
+def test_onednn_guard_refuses_the_crashing_layer_and_passes_shipped_blocks():
+    inp = keras.Input((32, 32, 8))
+    bad = keras.Model(inp, keras.layers.Conv2D(8, 1, strides=2)(inp))
+    with pytest.raises(UserError, match="1x1 stride-2 conv with 8 input channels"):
+        guards.check_model(bad)
+    up = keras.Model(inp, keras.layers.Conv2DTranspose(4, 1, strides=2)(inp))
+    with pytest.raises(UserError, match="4 input channels"):
+        guards.check_model(up)
+    ok = keras.Model(inp, keras.layers.Conv2D(8, 1, strides=2)(keras.layers.Conv2D(16, 3)(inp)))
+    guards.check_model(ok)  # 16 input channels: safe
+    for variant in ("industrial", "full"):
+        guards.check_model(registry.build(tiny(variant, **{"model.widths": "[8, 8]", "model.stem_width": 8})))
+
+
+def shrink(cfg):
+    """Same structure as the shipped config, at a tiny size: 32 px, widths / 16 (at least 16)."""
+    n = len(cfg.model.widths)
+    size = max(32, 2**n * 2)
+    over = [f"data.image_size=[{size}, {size}]", f"model.widths={[max(16, w // 16) for w in cfg.model.widths]}",
+            f"model.stem_width={max(16, cfg.model.stem_width // 16)}", f"model.disc_widths={[max(16, w // 16) for w in cfg.model.disc_widths]}",
+            f"model.unet_widths={[max(16, w // 16) for w in cfg.model.unet_widths]}", "model.ssim_window=7", "perturb.max_scale=2",
+            f"model.latent_dim={min(cfg.model.latent_dim, 16)}", "train.batch_size=2"]
+    return over, size
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "family: grdnet" in p.read_text()))
+def test_every_shipped_config_train_step_runs(name):
+    cfg = load_config(ROOT / "configs" / name)
+    over, size = shrink(cfg)
+    small = load_config(ROOT / "configs" / name, over)
+    m = build(small)
+    guards.check_model(m)
+    c = small.data.channels
+    x = tf.random.uniform([2, size, size, c])
+    out = tf.function(m.train_step)({"image": x, "perturbed": x, "perlin_mask": tf.zeros([2, size, size, 1]), "noise": tf.zeros_like(x)})
+    assert all(np.isfinite(float(v)) for v in out.values())
+
+
+class _Stop(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated kill after the first epoch")
+
+
+def test_training_run_and_resume(vial_data, tmp_path):
+    cfg = vial_cfg(vial_data, "train.epochs=2", "train.steps_per_epoch=3", "train.batch_size=4")
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, extra_callbacks=[_Stop()], verbose=0)
+    assert (run / "backup").exists() and not (run / "model.keras").exists()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(cfg, run, verbose=0)
+    train(cfg, run, resume=True, verbose=0)
+    import json
+
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["steps_this_session"] == 3
+    rows = list(csv.DictReader((run / "logs" / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert (run / "samples" / "epoch_002.png").exists() and (run / "config.yaml").exists()
+    m = load_model(run)
+    assert m.score(tf.zeros([1, 32, 32, 1]))["score"].shape == (1,)

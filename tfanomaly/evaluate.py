@@ -1,0 +1,235 @@
+"""``tfanomaly.evaluate``: scores -> calibrated thresholds -> metrics and verdicts.
+
+The test patches are scored once. For each seed the test *products* (images
+for single-image sources) are split into a calibration part and a reported
+part; thresholds come from the calibration part only, metrics from the
+reported part. Calibrating on the reported data is refused unless forced,
+and then flagged in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfanomaly import aggregation, metrics, thresholds
+from tfanomaly.config import Config, atomic_write_text
+from tfanomaly.errors import UserError
+
+
+@dataclass
+class Scored:
+    """Everything computed from one pass of the model over the test set."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    products: np.ndarray
+    runs: np.ndarray
+    frames: np.ndarray
+    vials: np.ndarray
+    regions: np.ndarray
+    heatmaps: np.ndarray  # [N, H, W] float16
+    masks: np.ndarray  # [N, H, W] bool
+    product_labels: dict = field(default_factory=dict)
+    keep_images: dict = field(default_factory=dict)  # index -> (image, reconstruction)
+
+
+def score_dataset(model, ds, keep: int = 0) -> Scored:
+    """Run ``model.score`` over a dataset of eval batches."""
+    import tensorflow as tf
+
+    score_fn = tf.function(model.score)
+    cols = {k: [] for k in ("score", "label", "product", "run", "frame", "vial", "region", "heatmap", "mask")}
+    images, recons = [], []
+    for batch in ds:
+        out = score_fn(batch["image"])
+        cols["score"].append(out["score"].numpy())
+        cols["heatmap"].append(out["heatmap"].numpy()[..., 0].astype(np.float16))
+        cols["mask"].append(batch["mask"].numpy()[..., 0] > 0.5)
+        for k in ("label", "product", "run", "frame", "vial", "region"):
+            cols[k].append(batch[k].numpy())
+        if keep:
+            images.append(batch["image"].numpy().astype(np.float16))
+            recons.append(out["reconstruction"].numpy().astype(np.float16))
+    if not cols["score"]:
+        raise UserError("the test set is empty")
+    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    s = Scored(
+        scores=cat["score"].astype(np.float64), labels=cat["label"].astype(int),
+        products=np.array([p.decode() if isinstance(p, bytes) else str(p) for p in cat["product"]]),
+        runs=cat["run"], frames=cat["frame"], vials=cat["vial"], regions=cat["region"],
+        heatmaps=cat["heatmap"], masks=cat["mask"],
+    )
+    if keep:
+        s.keep_images = {"image": np.concatenate(images), "reconstruction": np.concatenate(recons)}
+    return s
+
+
+def split_products(products, fraction: float, seed: int, truth: dict | None = None) -> tuple[set, set]:
+    """Seeded split of the distinct products into (calibration, reported),
+    stratified by product label: each class with at least two products puts
+    at least one on each side."""
+    names = sorted(set(products))
+    truth = truth or {}
+    rng = np.random.default_rng(1000 + seed)
+    cal = set()
+    for label in sorted({truth.get(p, 0) for p in names}):
+        group = [p for p in names if truth.get(p, 0) == label]
+        n = len(group)
+        k = int(round(fraction * n))
+        if n >= 2 and 0 < fraction < 1:
+            k = min(max(k, 1), n - 1)
+        cal |= {group[i] for i in rng.permutation(n)[:k]}
+    return cal, set(names) - cal
+
+
+def _product_truth(s: Scored) -> dict:
+    truth = dict(s.product_labels)
+    for p, l in zip(s.products, s.labels):
+        truth[p] = max(truth.get(p, 0), int(l))
+    return truth
+
+
+def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.ndarray, per_region: bool) -> dict:
+    """Calibrate on mask ``cal``, report on mask ``rep``."""
+    e = cfg.eval
+    kw = {"n_sigma": e.n_sigma, "percentile": e.percentile, "iqr_k": e.iqr_k}
+    warnings = []
+    if per_region:
+        thr, warnings = thresholds.calibrate_per_region(rule, s.labels[cal], s.scores[cal], s.regions[cal], **kw)
+        for r in np.unique(s.regions[rep]):  # a region absent from calibration uses the global threshold
+            if int(r) not in thr:
+                thr[int(r)] = thresholds.calibrate(rule, s.labels[cal], s.scores[cal], **kw)
+    else:
+        thr = thresholds.calibrate(rule, s.labels[cal], s.scores[cal], where="calibration split", **kw)
+    all_rules = {}
+    for r in thresholds.RULES:
+        try:
+            all_rules[r] = thresholds.calibrate(r, s.labels[cal], s.scores[cal], **kw)
+        except thresholds.ThresholdError:
+            pass
+    flags = thresholds.apply(s.scores[rep], s.regions[rep], thr)
+    lab = s.labels[rep]
+    img = metrics.image_metrics(lab, s.scores[rep])
+    img["at_threshold"] = metrics.at_threshold(lab, flags.astype(float), 0.5)
+    img["at_threshold"]["threshold"] = thr if not isinstance(thr, dict) else None
+    out = {"image": img, "thresholds": thr, "all_rule_thresholds": all_rules, "warnings": warnings}
+
+    regions = {}
+    for r in np.unique(s.regions[rep]):
+        sel = s.regions[rep] == r
+        m = metrics.image_metrics(lab[sel], s.scores[rep][sel])
+        m["at_threshold"] = metrics.at_threshold(lab[sel], flags[sel].astype(float), 0.5)
+        regions[int(r)] = m
+    out["regions"] = regions
+
+    # product verdicts: per run max, then k of n
+    truth = _product_truth(s)
+    run_flags = aggregation.per_run_max(s.products[rep], s.runs[rep], flags)
+    run_scores = aggregation.per_run_max(s.products[rep], s.runs[rep], s.scores[rep])
+    if e.product_level:
+        # re-tune a threshold on the calibration products' per-run maxima
+        cal_runs = aggregation.per_run_max(s.products[cal], s.runs[cal], s.scores[cal])
+        keys = sorted(cal_runs)
+        pt = thresholds.calibrate(rule, [truth[p] for p, _ in keys], [cal_runs[k] for k in keys], where="product level", **kw)
+        run_flags = {k: v >= pt for k, v in run_scores.items()}
+        out["product_threshold"] = pt
+    k, n = e.k_of_n
+    verdicts = aggregation.k_of_n(run_flags, k, n)
+    names = sorted(verdicts)
+    y = [truth[p] for p in names]
+    pred = [float(verdicts[p]["defective"]) for p in names]
+    out["products"] = {
+        "k_of_n": [k, n],
+        "metrics": metrics.at_threshold(y, pred, 0.5),
+        "verdicts": {p: {**verdicts[p], "label": truth[p], "max_score": max(v for (q, _), v in run_scores.items() if q == p)} for p in names},
+    }
+    run_keys = sorted(run_scores)
+    out["runs"] = metrics.image_metrics([truth[p] for p, _ in run_keys], [run_scores[k] for k in run_keys])
+    return out
+
+
+def _mean_std(values):
+    v = np.array([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], np.float64)
+    return {"mean": float(v.mean()) if v.size else float("nan"), "std": float(v.std()) if v.size else float("nan")}
+
+
+def evaluate(
+    model,
+    cfg: Config,
+    out_dir: str | Path,
+    rule: str | None = None,
+    seeds: list[int] | None = None,
+    force_same_split: bool = False,
+    scored: Scored | None = None,
+    data=None,
+) -> dict:
+    """Evaluate ``model`` on the test split of ``cfg``; writes the report to ``out_dir``."""
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly import report
+
+    rule = rule or cfg.eval.calibrate
+    if rule not in thresholds.RULES:
+        raise UserError(f"--calibrate: expected one of {', '.join(thresholds.RULES)}, got {rule!r}")
+    seeds = seeds if seeds else [cfg.seed]
+    data = data or Data(cfg)
+    if scored is None:
+        scored = score_dataset(model, data.eval_dataset("test"), keep=1)
+        if data.index is not None:
+            for it in data.index.subset("test"):
+                scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+    s = scored
+    same = cfg.eval.calibration_fraction == 0
+    if same and not force_same_split:
+        raise UserError(
+            "eval.calibration_fraction is 0: thresholds would be calibrated on the split being reported; "
+            "give a calibration fraction > 0, or pass --force to do it anyway (the report will say so)"
+        )
+    per_seed = []
+    for seed in seeds:
+        if same:
+            cal = rep = np.ones(len(s.scores), bool)
+        else:
+            cal_p, _ = split_products(s.products, cfg.eval.calibration_fraction, seed, _product_truth(s))
+            cal = np.isin(s.products, list(cal_p))
+            rep = ~cal
+            if not rep.any() or not cal.any():
+                raise UserError(f"eval.calibration_fraction {cfg.eval.calibration_fraction} leaves an empty calibration or reported split")
+        res = evaluate_split(s, cfg, rule, cal, rep, cfg.eval.per_region)
+        res["seed"] = seed
+        res["n_calibration"], res["n_reported"] = int(cal.sum()), int(rep.sum())
+        res["_masks"] = (cal, rep)
+        per_seed.append(res)
+
+    first = per_seed[0]
+    rep = first["_masks"][1]
+    pix = {}
+    if s.masks[rep].any():
+        pix = {
+            "pixel_auroc": metrics.pixel_auroc(s.masks[rep], s.heatmaps[rep]),
+            "aupro": metrics.aupro(s.masks[rep][:2000], s.heatmaps[rep][:2000].astype(np.float32)),
+        }
+    summary = {
+        "family": cfg.family,
+        "rule": rule,
+        "seeds": seeds,
+        "calibrated_on_reported_split": same,
+        "per_region": cfg.eval.per_region,
+        "image_auroc": _mean_std([r["image"]["auroc"] for r in per_seed]),
+        "image_pr_auc": _mean_std([r["image"]["pr_auc"] for r in per_seed]),
+        "optimal_accuracy": _mean_std([r["image"]["optimal_accuracy"] for r in per_seed]),
+        "accuracy_at_threshold": _mean_std([r["image"]["at_threshold"]["accuracy"] for r in per_seed]),
+        "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
+        "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
+        **pix,
+        "runs": [{k: v for k, v in r.items() if k != "_masks"} for r in per_seed],
+    }
+    out = Path(out_dir)
+    report.write_all(out, s, summary, first, cfg)
+    return summary

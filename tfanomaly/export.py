@@ -1,0 +1,146 @@
+"""``tfanomaly.export``: a SavedModel for the line, wrapping exactly ``model.score``.
+
+Signatures (outputs are a dict, looked up by name in C++):
+    serving_default(images float32 [B, H, W, C] in [0, 1] [, region int32 [B]])
+    serve_png(png string [B] [, region int32 [B]])  -- PNG bytes, decoded in the graph
+    -> score [B], heatmap [B, H, W, 1], reconstruction [B, H, W, C]
+       (+ is_anomalous bool [B] when thresholds were calibrated)
+The ``region`` input exists when thresholds are per region. ``tfanomaly.json``
+beside the model holds the family, size, channels, preprocessing, thresholds,
+aggregation rule, versions and a checksum of the variables. The directory is
+written under a temporary name and renamed, so a crash never leaves half a
+model where the line loads from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+import tfanomaly
+from tfanomaly.config import load_config
+from tfanomaly.errors import UserError
+from tfanomaly.train import load_model
+
+
+def _threshold_table(th: dict | None):
+    """(per_region, table) where table is a float32 vector indexed by region id, or a scalar."""
+    if not th:
+        return False, None
+    if th.get("per_region"):
+        t = {int(k): float(v) for k, v in th["thresholds"].items()}
+        size = max(t) + 1
+        fallback = max(t.values())
+        return True, [t.get(i, fallback) for i in range(size)]
+    return False, float(th["thresholds"])
+
+
+def variables_checksum(saved_model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted((saved_model_dir / "variables").glob("*")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def build_archive(model: keras.Model, image_shape, th: dict | None, include_png: bool = True) -> keras.export.ExportArchive:
+    h, w, c = image_shape
+    per_region, table = _threshold_table(th)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def outputs(images, region=None):
+        out = model.score(images)
+        res = {"score": out["score"], "heatmap": out["heatmap"], "reconstruction": out["reconstruction"]}
+        if table is not None:
+            if per_region:
+                t = tf.gather(tf.constant(table, tf.float32), tf.clip_by_value(region, 0, len(table) - 1))
+            else:
+                t = tf.constant(table, tf.float32)
+            res["is_anomalous"] = out["score"] >= t
+        return res
+
+    def decode(png):
+        def one(b):
+            img = tf.io.decode_png(b, channels=c, dtype=tf.uint8)
+            img = tf.ensure_shape(img, [h, w, c])  # wrong size: InvalidArgument, no silent resize
+            return tf.cast(img, tf.float32) / 255.0
+
+        return tf.map_fn(one, png, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
+
+    img_spec = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
+    png_spec = tf.TensorSpec([None], tf.string, name="png")
+    reg_spec = tf.TensorSpec([None], tf.int32, name="region")
+    if per_region:
+        archive.add_endpoint("serving_default", lambda images, region: outputs(images, region), [img_spec, reg_spec])
+        if include_png:
+            archive.add_endpoint("serve_png", lambda png, region: outputs(decode(png), region), [png_spec, reg_spec])
+    else:
+        archive.add_endpoint("serving_default", lambda images: outputs(images), [img_spec])
+        if include_png:
+            archive.add_endpoint("serve_png", lambda png: outputs(decode(png)), [png_spec])
+    return archive
+
+
+def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: str | os.PathLike | None = None) -> Path:
+    run = Path(run_dir)
+    cfg = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
+    if cfg is None:
+        raise UserError(f"{run}: no config.yaml: is this a run directory?")
+    model = load_model(run)
+    th_path = Path(thresholds_file) if thresholds_file else run / "eval" / "thresholds.json"
+    th = None
+    if thresholds_file and not th_path.exists():
+        raise UserError(f"{th_path}: no such thresholds file")
+    if th_path.exists():
+        th = json.loads(th_path.read_text())
+    shape = (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
+    archive = build_archive(model, shape, th, cfg.export.include_png)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        archive.write_out(str(tmp / "model"), verbose=False)
+        staged = tmp / "model"
+        per_region, table = _threshold_table(th)
+        meta = {
+            "family": cfg.family,
+            "image_size": list(cfg.data.image_size),
+            "channels": cfg.data.channels,
+            "preprocessing": "serving_default: float32 [B, H, W, C] scaled to [0, 1] (pixel / 255), no normalisation; "
+            "serve_png: 8-bit PNG of exactly H x W with C channels",
+            "signatures": {
+                "serving_default": ["images"] + (["region"] if per_region else []),
+                "serve_png": (["png"] + (["region"] if per_region else [])) if cfg.export.include_png else None,
+            },
+            "outputs": ["score", "heatmap", "reconstruction"] + (["is_anomalous"] if th else []),
+            "thresholds": None if th is None else {
+                "rule": th.get("rule"),
+                "per_region": per_region,
+                "values": table,
+                "region_names": cfg.data.strip.region_names if cfg.data.source == "vials" else None,
+            },
+            "aggregation": {"per_run": "max over patches", "k_of_n": list(cfg.eval.k_of_n), "patches_per_strip": 60},
+            "versions": {"tfanomaly": tfanomaly.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+            "variables_sha256": variables_checksum(staged),
+        }
+        (staged / "tfanomaly.json").write_text(json.dumps(meta, indent=2))
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(staged, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

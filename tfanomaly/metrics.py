@@ -1,0 +1,135 @@
+"""Image and pixel metrics. Convention: a sample is flagged anomalous when
+its score is >= the threshold; label 1 = defective (the positive class)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+from tfanomaly.errors import UserError
+
+
+def _check(labels, scores):
+    labels = np.asarray(labels).astype(int).ravel()
+    scores = np.asarray(scores, np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.shape} labels for {scores.shape} scores")
+    return labels, scores
+
+
+def both_classes(labels) -> bool:
+    u = np.unique(labels)
+    return len(u) == 2
+
+
+def roc_auc(labels, scores) -> float:
+    labels, scores = _check(labels, scores)
+    if not both_classes(labels):
+        return float("nan")
+    return float(skm.roc_auc_score(labels, scores))
+
+
+def pr_auc(labels, scores) -> float:
+    labels, scores = _check(labels, scores)
+    if not both_classes(labels):
+        return float("nan")
+    return float(skm.average_precision_score(labels, scores))
+
+
+def at_threshold(labels, scores, threshold) -> dict:
+    """Confusion matrix and rates when flagging scores >= threshold."""
+    labels, scores = _check(labels, scores)
+    pred = scores >= threshold
+    tp = int(np.sum(pred & (labels == 1)))
+    fp = int(np.sum(pred & (labels == 0)))
+    fn = int(np.sum(~pred & (labels == 1)))
+    tn = int(np.sum(~pred & (labels == 0)))
+
+    def div(a, b):
+        return float(a / b) if b else float("nan")
+
+    precision, recall = div(tp, tp + fp), div(tp, tp + fn)
+    return {
+        "threshold": float(threshold),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "accuracy": div(tp + tn, len(labels)),
+        "precision": precision,
+        "recall": recall,
+        "tpr": recall,
+        "tnr": div(tn, tn + fp),
+        "f1": div(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def optimal_accuracy(labels, scores) -> dict:
+    """The equal-error operating point: the threshold where TPR and TNR are
+    closest (TPR = TNR), and the accuracy (TPR + TNR) / 2 there."""
+    labels, scores = _check(labels, scores)
+    if not both_classes(labels):
+        return {"threshold": float("nan"), "accuracy": float("nan")}
+    fpr, tpr, thr = skm.roc_curve(labels, scores, drop_intermediate=False)
+    i = int(np.argmin(np.abs(tpr - (1 - fpr))))
+    return {"threshold": float(thr[i]), "accuracy": float((tpr[i] + 1 - fpr[i]) / 2), "tpr": float(tpr[i]), "tnr": float(1 - fpr[i])}
+
+
+def pixel_auroc(masks, heatmaps, max_pixels: int = 20_000_000, seed: int = 0) -> float:
+    """ROC-AUC over all pixels of all images (a fixed random subset above max_pixels)."""
+    y = (np.asarray(masks) > 0.5).ravel()
+    s = np.asarray(heatmaps, np.float32).ravel()
+    if y.size > max_pixels:
+        keep = np.random.default_rng(seed).choice(y.size, max_pixels, replace=False)
+        y, s = y[keep], s[keep]
+    return roc_auc(y, s)
+
+
+def aupro(masks, heatmaps, fpr_limit: float = 0.3, steps: int = 200) -> float:
+    """Area under the per-region-overlap curve up to ``fpr_limit``, normalised
+    to [0, 1] (Bergmann et al., MVTec AD). Regions are the connected
+    components of the ground-truth masks."""
+    import cv2
+
+    masks = np.asarray(masks) > 0.5
+    heat = np.asarray(heatmaps, np.float32)
+    masks = masks.reshape(masks.shape[0], masks.shape[1], masks.shape[2])
+    heat = heat.reshape(masks.shape)
+    if not masks.any() or masks.all():
+        return float("nan")
+    regions = []
+    for i, m in enumerate(masks):
+        n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        for r in range(1, n):
+            regions.append((i, lab == r))
+    thresholds = np.linspace(heat.max(), heat.min(), steps)
+    good = heat[~masks]
+    fprs, pros = [], []
+    for t in thresholds:
+        fprs.append(float(np.mean(good >= t)))
+        pros.append(float(np.mean([np.mean(heat[i][r] >= t) for i, r in regions])))
+    fprs, pros = np.array(fprs), np.array(pros)
+    keep = fprs <= fpr_limit
+    if keep.sum() < 2:
+        return float("nan")
+    f, p = fprs[keep], pros[keep]
+    # close the curve exactly at the limit
+    if f[-1] < fpr_limit and (~keep).any():
+        j = np.argmax(~keep)
+        f1, p1 = fprs[j], pros[j]
+        p_lim = p[-1] + (p1 - p[-1]) * (fpr_limit - f[-1]) / max(f1 - f[-1], 1e-12)
+        f, p = np.append(f, fpr_limit), np.append(p, p_lim)
+    return float(np.trapezoid(p, f) / fpr_limit)
+
+
+def image_metrics(labels, scores, threshold=None) -> dict:
+    labels, scores = _check(labels, scores)
+    if labels.size == 0:
+        raise UserError("no samples to evaluate")
+    out = {
+        "n": int(labels.size),
+        "n_defective": int(labels.sum()),
+        "auroc": roc_auc(labels, scores),
+        "pr_auc": pr_auc(labels, scores),
+        "optimal_accuracy": optimal_accuracy(labels, scores)["accuracy"],
+    }
+    if threshold is not None:
+        out["at_threshold"] = at_threshold(labels, scores, threshold)
+    return out

@@ -1,0 +1,111 @@
+"""``tfanomaly predict``: scores, decisions and heatmaps for new images.
+
+For a vial-strip model every input is a strip image, cut into its 20 patches
+(5 vials x 4 regions) by the run's ``data.strip`` boxes; a strip is flagged
+when any patch is. Other models take each image whole, resized (bilinear) to
+the model's input size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from tfanomaly.config import atomic_write_text, load_config
+from tfanomaly.data.sources import strip_boxes
+from tfanomaly.errors import DataError, UserError
+from tfanomaly.train import load_model, write_png
+
+
+def _read(path: Path, channels: int) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"{path}: not a readable image")
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 4 and channels != 4:
+        img = img[..., :3]
+    if img.shape[-1] == 3 and channels == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+    elif img.shape[-1] == 3:
+        img = img[..., ::-1]
+    if img.shape[-1] == 1 and channels == 3:
+        img = np.repeat(img, 3, -1)
+    if img.shape[-1] != channels:
+        raise DataError(f"{path}: expected {channels} channel(s), got {img.shape[-1]}")
+    if img.dtype != np.uint8:
+        raise DataError(f"{path}: expected an 8-bit image, got {img.dtype}")
+    return img
+
+
+def _resize(img, h, w):
+    out = tf.image.resize(tf.constant(img, tf.float32), [h, w], "bilinear")
+    return tf.clip_by_value(tf.round(out), 0, 255).numpy() / 255.0
+
+
+def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = None, region: int | None = None) -> list[dict]:
+    run = Path(run_dir)
+    cfg = load_config(run / "config.yaml")
+    model = load_model(run)
+    th_file = run / "eval" / "thresholds.json"
+    th = json.loads(th_file.read_text()) if th_file.exists() else None
+    h, w = cfg.data.image_size
+    c = cfg.data.channels
+    strips = cfg.data.source == "vials"
+    boxes = strip_boxes(cfg) if strips else None
+    patches, meta = [], []
+    for p in map(Path, images):
+        img = _read(p, c)
+        if strips:
+            need = (max(b[2][2] for b in boxes), max(b[2][3] for b in boxes))
+            if img.shape[0] < need[0] or img.shape[1] < need[1]:
+                raise DataError(f"{p}: strip image is {img.shape[1]}x{img.shape[0]}, smaller than the boxes of data.strip ({need[1]}x{need[0]})")
+            for v, r, (y0, x0, y1, x1) in boxes:
+                patches.append(_resize(img[y0:y1, x0:x1], h, w))
+                meta.append({"file": str(p), "vial": v, "region": r})
+        else:
+            patches.append(_resize(img, h, w))
+            meta.append({"file": str(p), "vial": 0, "region": region if region is not None else 0})
+    if not patches:
+        raise UserError("predict: no images given")
+    x = np.stack(patches).astype(np.float32)
+    score = tf.function(model.score)
+    results = []
+    for i in range(0, len(x), 64):
+        o = score(tf.constant(x[i : i + 64]))
+        for j in range(o["score"].shape[0]):
+            results.append((float(o["score"][j]), o["heatmap"][j].numpy()))
+    rows = []
+    for m, (s, hm) in zip(meta, results):
+        row = dict(m, score=s)
+        if th:
+            if th.get("per_region"):
+                t = th["thresholds"].get(str(m["region"]))
+                if t is None:
+                    raise UserError(f"{th_file}: no threshold for region {m['region']}; pass --region with one of {', '.join(th['thresholds'])}")
+            else:
+                t = th["thresholds"]
+            row["threshold"] = float(t)
+            row["is_anomalous"] = bool(s >= t)
+        rows.append(row)
+        if heatmaps:
+            name = Path(m["file"]).stem + (f"_v{m['vial']}_r{m['region']}" if strips else "") + "_heatmap.png"
+            rgb = cv2.applyColorMap((np.clip(hm[..., 0], 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+            write_png(Path(heatmaps) / name, np.ascontiguousarray(rgb))
+    if out:
+        out = Path(out)
+        if out.suffix.lower() == ".csv":
+            buf = io.StringIO()
+            wr = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            wr.writeheader()
+            wr.writerows(rows)
+            atomic_write_text(out, buf.getvalue())
+        else:
+            atomic_write_text(out, json.dumps(rows, indent=2))
+    return rows

@@ -1,0 +1,274 @@
+"""Evaluation outputs: metrics.json, thresholds.json, CSV tables, plots and
+one self-contained HTML page. Every file is written atomically."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tfanomaly.config import atomic_write_text
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _write_csv(path: Path, header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _save_fig(fig, path: Path):
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def region_name(cfg, r: int) -> str:
+    names = cfg.data.strip.region_names if cfg.data.source == "vials" else []
+    return f"R{r} {names[r]}" if r < len(names) else f"R{r}"
+
+
+def plot_curves(s, res, path_roc: Path, path_pr: Path):
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    cal, rep = res["_masks"]
+    y, sc = s.labels[rep], s.scores[rep]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig2, ax2 = plt.subplots(figsize=(4.6, 4.2))
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, sc)
+        ax.plot(fpr, tpr, lw=1.8, label=f"AUROC {res['image']['auroc']:.3f}")
+        prec, rec, _ = precision_recall_curve(y, sc)
+        ax2.plot(rec, prec, lw=1.8, label=f"AP {res['image']['pr_auc']:.3f}")
+        for i, (rule, t) in enumerate(sorted(res["all_rule_thresholds"].items())):
+            p = sc >= t
+            tp, fp = np.sum(p & (y == 1)), np.sum(p & (y == 0))
+            tpr_t, fpr_t = tp / max(1, np.sum(y == 1)), fp / max(1, np.sum(y == 0))
+            prec_t = tp / max(1, tp + fp)
+            ax.plot(fpr_t, tpr_t, "o", ms=6, label=f"{rule} ({t:.3g})", color=f"C{i + 1}")
+            ax2.plot(tpr_t, prec_t, "o", ms=6, label=rule, color=f"C{i + 1}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (reported split)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax2.set(xlabel="recall", ylabel="precision", title="Precision-recall (reported split)")
+    ax2.legend(fontsize=7, loc="lower left")
+    _save_fig(fig, path_roc)
+    _save_fig(fig2, path_pr)
+
+
+def plot_histogram(s, res, path: Path):
+    cal, rep = res["_masks"]
+    y, sc = s.labels[rep], s.scores[rep]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bins = np.linspace(sc.min(), sc.max() + 1e-12, 60)
+    ax.hist(sc[y == 0], bins=bins, alpha=0.6, label=f"good ({int(np.sum(y == 0))})", color="tab:green", log=True)
+    ax.hist(sc[y == 1], bins=bins, alpha=0.6, label=f"defective ({int(np.sum(y == 1))})", color="tab:red", log=True)
+    for i, (rule, t) in enumerate(sorted(res["all_rule_thresholds"].items())):
+        ax.axvline(t, color=f"C{i + 1}", ls="--", lw=1.2, label=f"{rule} {t:.3g}")
+    thr = res["thresholds"]
+    if isinstance(thr, dict):
+        for r, t in thr.items():
+            ax.axvline(t, color="k", ls=":", lw=0.8)
+    ax.set(xlabel="anomaly score (raw)", ylabel="patches (log)", title="Scores on the reported split; dashed: thresholds by rule, dotted: per-region thresholds in use")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7, ncol=2)
+    _save_fig(fig, path)
+
+
+def plot_worst(s, res, path: Path, n: int = 8):
+    """Input, reconstruction and heatmap overlay for the worst false positives and negatives."""
+    from tfanomaly.thresholds import apply
+
+    cal, rep = res["_masks"]
+    idx = np.flatnonzero(rep)
+    flags = apply(s.scores[idx], s.regions[idx], res["thresholds"])
+    y = s.labels[idx]
+    fp = idx[(flags == 1) & (y == 0)]
+    fn = idx[(flags == 0) & (y == 1)]
+    fp = fp[np.argsort(-s.scores[fp])][: n // 2]
+    fn = fn[np.argsort(s.scores[fn])][: n // 2]
+    # if there are no errors, show the highest-scoring defects and good patches instead
+    if len(fp) == 0:
+        good = idx[y == 0]
+        fp = good[np.argsort(-s.scores[good])][: n // 2]
+    if len(fn) == 0:
+        bad = idx[y == 1]
+        fn = bad[np.argsort(s.scores[bad])][: n // 2]
+    rows = [("FP" if s.labels[i] == 0 and flags[np.searchsorted(idx, i)] else "good", i) for i in fp] + [
+        ("FN" if s.labels[i] == 1 and not flags[np.searchsorted(idx, i)] else "defect", i) for i in fn
+    ]
+    if not rows or not s.keep_images:
+        return False
+    fig, axes = plt.subplots(len(rows), 4, figsize=(7.2, 1.9 * len(rows)), squeeze=False)
+    for row, (kind, i) in zip(axes, rows):
+        img = np.asarray(s.keep_images["image"][i], np.float32)
+        rec = np.asarray(s.keep_images["reconstruction"][i], np.float32)
+        show = img[..., 0] if img.shape[-1] in (1, 4) else img
+        shr = rec[..., 0] if rec.shape[-1] in (1, 4) else rec
+        row[0].imshow(show, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"{kind} {s.products[i]} r{s.runs[i]} f{s.frames[i]} v{s.vials[i]} R{s.regions[i]}", fontsize=6)
+        row[1].imshow(shr, cmap="gray", vmin=0, vmax=1)
+        row[1].set_title("reconstruction", fontsize=6)
+        row[2].imshow(show, cmap="gray", vmin=0, vmax=1)
+        row[2].imshow(np.asarray(s.heatmaps[i], np.float32), cmap="jet", alpha=0.45)
+        row[2].set_title(f"heatmap, score {s.scores[i]:.4g}", fontsize=6)
+        row[3].imshow(s.masks[i], cmap="gray", vmin=0, vmax=1)
+        row[3].set_title("ground truth", fontsize=6)
+        for a in row:
+            a.axis("off")
+    fig.tight_layout()
+    _save_fig(fig, path)
+    return True
+
+
+def _img_tag(path: Path) -> str:
+    if not path.exists():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{path.name}">'
+
+
+def _table(header, rows) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "n/a" if np.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def console_summary(summary: dict) -> str:
+    def ms(d):
+        return f"{d['mean']:.4f} ± {d['std']:.4f}" if d and not np.isnan(d["mean"]) else "n/a"
+
+    lines = [
+        f"{'metric':<28}{'value (mean ± std over seeds ' + ','.join(map(str, summary['seeds'])) + ')'}",
+        f"{'image AUROC':<28}{ms(summary['image_auroc'])}",
+        f"{'image PR-AUC':<28}{ms(summary['image_pr_auc'])}",
+        f"{'optimal accuracy (TPR=TNR)':<28}{ms(summary['optimal_accuracy'])}",
+        f"{'accuracy at ' + summary['rule']:<28}{ms(summary['accuracy_at_threshold'])}",
+        f"{'F1 at ' + summary['rule']:<28}{ms(summary['f1_at_threshold'])}",
+        f"{'product accuracy (k of n)':<28}{ms(summary['product_accuracy'])}",
+    ]
+    if "pixel_auroc" in summary:
+        lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
+    return "\n".join(lines)
+
+
+def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2))
+    thr = first["thresholds"]
+    atomic_write_text(
+        out / "thresholds.json",
+        json.dumps(_jsonable({
+            "rule": summary["rule"],
+            "per_region": isinstance(thr, dict),
+            "thresholds": thr,
+            "product_threshold": first.get("product_threshold"),
+            "k_of_n": cfg.eval.k_of_n,
+            "seed": first["seed"],
+            "score": "raw model score; flagged when score >= threshold",
+        }), indent=2),
+    )
+    cal, rep = first["_masks"]
+    from tfanomaly.thresholds import apply
+
+    flags = apply(s.scores, s.regions, thr)
+    _write_csv(
+        out / "patches.csv",
+        ["index", "product", "run", "frame", "vial", "region", "label", "score", "split", "flagged"],
+        [[i, s.products[i], int(s.runs[i]), int(s.frames[i]), int(s.vials[i]), int(s.regions[i]), int(s.labels[i]),
+          repr(float(s.scores[i])), "calibration" if cal[i] else "reported", int(flags[i])] for i in range(len(s.scores))],
+    )
+    reg_rows = []
+    for r, m in sorted(first["regions"].items()):
+        t = thr[r] if isinstance(thr, dict) else thr
+        a = m["at_threshold"]
+        reg_rows.append([region_name(cfg, r), m["n"], m["n_defective"], m["auroc"], t, a["accuracy"], a["tpr"], a["tnr"], a["fp"], a["fn"]])
+    reg_header = ["region", "patches", "defective", "auroc", "threshold", "accuracy", "tpr", "tnr", "fp", "fn"]
+    _write_csv(out / "regions.csv", reg_header, reg_rows)
+    prod = first["products"]
+    prod_rows = [[p, v["label"], v["runs"], v["flagged_runs"], v["needed"], "defective" if v["defective"] else "good", f"{v['max_score']:.6g}"]
+                 for p, v in prod["verdicts"].items()]
+    prod_header = ["product", "label", "runs", "flagged_runs", "needed", "verdict", "max_score"]
+    _write_csv(out / "products.csv", prod_header, prod_rows)
+
+    plot_curves(s, first, out / "roc.png", out / "pr.png")
+    plot_histogram(s, first, out / "histogram.png")
+    plot_worst(s, first, out / "worst_cases.png", 2 * max(1, cfg.eval.worst_cases // 2))
+
+    def ms(d):
+        return f"{d['mean']:.4f} ± {d['std']:.4f}" if not np.isnan(d["mean"]) else "n/a"
+
+    warn = ""
+    if summary["calibrated_on_reported_split"]:
+        warn += "<p class=warn>Thresholds were calibrated on the reported split (forced): the accuracies below are optimistic.</p>"
+    for w in first["warnings"]:
+        warn += f"<p class=warn>{html.escape(w)}</p>"
+    pm = prod["metrics"]
+    head_rows = [
+        ["image AUROC", ms(summary["image_auroc"])],
+        ["image PR-AUC", ms(summary["image_pr_auc"])],
+        ["optimal accuracy (TPR = TNR)", ms(summary["optimal_accuracy"])],
+        [f"accuracy at {summary['rule']}", ms(summary["accuracy_at_threshold"])],
+        [f"F1 at {summary['rule']}", ms(summary["f1_at_threshold"])],
+        [f"product accuracy ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", ms(summary["product_accuracy"])],
+    ]
+    if "pixel_auroc" in summary:
+        head_rows.append(["pixel AUROC (first seed)", _fmt(summary["pixel_auroc"])])
+        head_rows.append(["AUPRO @30% FPR (first seed, up to 2000 patches)", _fmt(summary["aupro"])])
+    a = first["image"]["at_threshold"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tfanomaly evaluation</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}}
+table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}}
+th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;margin:.4em 0}}.warn{{color:#a00;font-weight:bold}}
+.row{{display:flex;gap:1em;flex-wrap:wrap}}</style></head><body>
+<h1>Evaluation: {html.escape(cfg.family)} on {html.escape(cfg.data.root)}</h1>
+<p>Threshold rule <b>{html.escape(summary['rule'])}</b>{' per region' if summary['per_region'] else ''}, calibrated on
+{first['n_calibration']} patches of held-out calibration products, reported on {first['n_reported']} patches of the other products.
+Seeds {', '.join(map(str, summary['seeds']))}; tables and figures show seed {first['seed']}. Scores are the model's raw scores.</p>
+{warn}
+<h2>Summary</h2>{_table(['metric', 'value (mean ± std over seeds)'], head_rows)}
+<h2>Confusion at the threshold (seed {first['seed']}, patches)</h2>
+{_table(['', 'flagged', 'passed'], [['defective', a['tp'], a['fn']], ['good', a['fp'], a['tn']]])}
+<h2>Per region</h2>{_table(reg_header, reg_rows)}
+<h2>Per product</h2><p>A run flags its product when any of its patches is flagged; a product is defective when
+at least {prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs flag it. Accuracy {_fmt(pm['accuracy'])}, TPR {_fmt(pm['tpr'])}, TNR {_fmt(pm['tnr'])}.</p>
+{_table(prod_header, prod_rows)}
+<h2>Curves</h2><div class=row>{_img_tag(out / 'roc.png')}{_img_tag(out / 'pr.png')}</div>
+<h2>Score distributions</h2>{_img_tag(out / 'histogram.png')}
+<h2>Worst cases</h2><p>Highest-scoring false positives and lowest-scoring false negatives (or, where there are none, the closest calls).</p>
+{_img_tag(out / 'worst_cases.png')}
+</body></html>"""
+    atomic_write_text(out / "report.html", page)
