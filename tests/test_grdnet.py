@@ -196,3 +196,19 @@ def test_training_run_and_resume(vial_data, tmp_path):
     assert (run / "samples" / "epoch_002.png").exists() and (run / "config.yaml").exists()
     m = load_model(run)
     assert m.score(tf.zeros([1, 32, 32, 1]))["score"].shape == (1,)
+
+
+def test_time_budget_stops_training():
+    import time
+    from types import SimpleNamespace
+
+    from tfanomaly.train import TimeBudget
+
+    long, short = TimeBudget(minutes=10), TimeBudget(minutes=0.0001)  # 10 min, 6 ms
+    for cb in (long, short):
+        cb.set_model(SimpleNamespace(stop_training=False))
+        cb.on_train_begin()
+    time.sleep(0.02)
+    for cb in (long, short):
+        cb.on_train_batch_end(0)
+    assert long.model.stop_training is False and short.model.stop_training is True

@@ -74,6 +74,13 @@ def plot_curves(s, res, path_roc: Path, path_pr: Path):
             prec_t = tp / max(1, tp + fp)
             ax.plot(fpr_t, tpr_t, "o", ms=6, label=f"{rule} ({t:.3g})", color=f"C{i + 1}")
             ax2.plot(tpr_t, prec_t, "o", ms=6, label=rule, color=f"C{i + 1}")
+        from tfanomaly.thresholds import apply
+
+        used = apply(sc, s.regions[rep], res["thresholds"])
+        tp, fp = np.sum(used & (y == 1)), np.sum(used & (y == 0))
+        tag = "in use (per region)" if isinstance(res["thresholds"], dict) else "in use"
+        ax.plot(fp / max(1, np.sum(y == 0)), tp / max(1, np.sum(y == 1)), "k*", ms=11, label=tag)
+        ax2.plot(tp / max(1, np.sum(y == 1)), tp / max(1, tp + fp), "k*", ms=11, label=tag)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (reported split)")
     ax.legend(fontsize=7, loc="lower right")

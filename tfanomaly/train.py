@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -160,6 +161,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "global_step": int(model.step_counter.numpy()),
         "seconds": round(elapsed, 2),
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
     }
     atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=2))

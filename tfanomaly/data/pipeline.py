@@ -177,13 +177,14 @@ class PatchSource:
 
         def load(e):
             frames = tf.stack([_decode(e["paths"][i], channels) for i in range(a)])  # [A, H, W, C]
-            masks = tf.stack([_decode_mask(e["masks"][i], frames[0]) for i in frames_used]) if frames_used else None
+            # each mask file is decoded once: the frames' own, plus (for rank images) all of them
+            mask_ids = list(range(a)) if ranks else frames_used
+            decoded = {i: _decode_mask(e["masks"][i], frames[0]) for i in mask_ids}
             parts = [tf.gather(frames, frames_used)] if frames_used else []
-            mparts = [masks] if masks is not None else []
+            mparts = [tf.stack([decoded[i] for i in frames_used])] if frames_used else []
             if ranks:
                 parts.append(rank_images(frames, ranks))
-                all_masks = tf.stack([_decode_mask(e["masks"][i], frames[0]) for i in range(a)])
-                union = tf.reduce_max(all_masks, axis=0, keepdims=True)
+                union = tf.reduce_max(tf.stack([decoded[i] for i in range(a)]), axis=0, keepdims=True)
                 mparts.append(tf.repeat(union, len(ranks), axis=0))
             imgs = tf.concat(parts, 0)  # [n_img, H, W, C]
             msk = tf.concat(mparts, 0)
