@@ -7,7 +7,9 @@ from tests.conftest import ROOT
 
 
 def tfa(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tfanomaly.cli.app", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+    # Run outside the source tree, so the installed package (with tfanomaly.cli) is imported.
+    return subprocess.run([sys.executable, "-m", "tfanomaly.cli.app", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT / "tests", timeout=900)
 
 
 def test_help_lists_commands():

@@ -1,7 +1,6 @@
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import cv2
 import numpy as np

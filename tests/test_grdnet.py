@@ -1,12 +1,11 @@
 import csv
-import dataclasses
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfanomaly import guards, losses
+from tfanomaly import guards
 from tfanomaly.config import load_config
 from tfanomaly.errors import UserError
 from tfanomaly.models import blocks, registry

@@ -1,4 +1,3 @@
-import hashlib
 
 import numpy as np
 import tensorflow as tf

@@ -1,13 +1,11 @@
 import json
 import re
 
-import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfanomaly.config import load_config
-from tfanomaly.data.pipeline import Data, PatchSource
+from tfanomaly.data.pipeline import Data
 from tfanomaly.data.sources import build_index, parse_name, polygon_patches, split_good
 from tfanomaly.errors import ConfigError, DataError
 from tests.conftest import vial_cfg, write_img

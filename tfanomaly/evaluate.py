@@ -9,9 +9,6 @@ and then flagged in the report.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tfanomaly import aggregation, metrics, thresholds
-from tfanomaly.config import Config, atomic_write_text
+from tfanomaly.config import Config
 from tfanomaly.errors import UserError
 
 

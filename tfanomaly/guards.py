@@ -10,8 +10,9 @@ Measured here (bench/onednn_crash.py, one process per case): crashes for
 input channels 1, 4 and 8 (any output channels, batch 1 to 8, 16 to 256 px);
 no crash for 16 or 24 input channels, for 3x3 or 2x2 stride-2 kernels, or for
 stride 1. A Conv2DTranspose with a 1x1 kernel and stride 2 reaches the same
-kernel through its weight gradient. With ``ONEDNN_MAX_CPU_ISA=AVX2`` the same
-op runs.
+kernel through its weight gradient. ``ONEDNN_MAX_CPU_ISA=AVX2`` is not a cure:
+it fixes 8 input channels but 4 still crash. ``TF_ENABLE_ONEDNN_OPTS=0``
+(Eigen kernels) avoids it entirely.
 
 tfanomaly's blocks never use strided 1x1 convolutions (the residual shortcut
 subsamples then applies a stride-1 1x1 conv, which is the same function), and
@@ -52,15 +53,13 @@ def _walk(model):
             yield from _walk(attr)
 
 
-def onednn_avx512_active() -> bool:
-    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0":
-        return False
-    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() not in ("AVX2", "AVX", "SSE41")
+def onednn_active() -> bool:
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
 
 
 def check_model(model) -> None:
     """Raise a UserError if training ``model`` would hit the oneDNN strided 1x1 crash."""
-    if not onednn_avx512_active():
+    if not onednn_active():
         return
     seen = set()
     for layer in _walk(model):
@@ -70,6 +69,6 @@ def check_model(model) -> None:
         why = _risky(layer)
         if why:
             raise UserError(
-                f"{why} would crash TensorFlow's oneDNN AVX-512 weight-gradient kernel on this CPU; "
-                "give it >= 16 input channels, or run with ONEDNN_MAX_CPU_ISA=AVX2"
+                f"{why} would crash TensorFlow's oneDNN weight-gradient kernel (segfault); "
+                "give it >= 16 input channels, use a subsample + stride-1 1x1 conv, or run with TF_ENABLE_ONEDNN_OPTS=0"
             )

@@ -24,29 +24,35 @@ def perlin_from_uniforms(shape, res, uniforms):
     ``uniforms`` [ry + 1, rx + 1] in [0, 1) give the gradient angles
     (angle = 2*pi*u), exactly as perlin-numpy draws them. H and W must be
     multiples of ry and rx.
+
+    The sum over the four cell corners factors into two small matrix
+    products: with cy(y) the cell row, fy its fraction and wy0 = 1 - fade(fy),
+    wy1 = fade(fy) (likewise along x),
+        noise = sqrt(2) * (A @ cos(G) @ B^T + C @ sin(G) @ D^T)
+    where A[y, cy+d] = wy_d * (fy - d), C[y, cy+d] = wy_d,
+          B[x, cx+d] = wx_d,            D[x, cx+d] = wx_d * (fx - d).
     """
     h, w = shape
     ry, rx = res[0], res[1]
     angles = 2.0 * math.pi * tf.cast(uniforms, tf.float32)
-    grads = tf.stack([tf.cos(angles), tf.sin(angles)], axis=-1)  # [ry+1, rx+1, 2]
 
-    uy = tf.cast(tf.range(h), tf.float32) * tf.cast(ry, tf.float32) / float(h)
-    ux = tf.cast(tf.range(w), tf.float32) * tf.cast(rx, tf.float32) / float(w)
-    iy = tf.cast(tf.floor(uy), tf.int32)
-    ix = tf.cast(tf.floor(ux), tf.int32)
-    fy = uy - tf.floor(uy)  # [H]
-    fx = ux - tf.floor(ux)  # [W]
+    def axis_weights(n, r):
+        u = tf.cast(tf.range(n), tf.float32) * tf.cast(r, tf.float32) / float(n)
+        cell = tf.cast(tf.floor(u), tf.int32)
+        f = u - tf.floor(u)
+        t = _fade(f)
+        lo = tf.one_hot(cell, r + 1)
+        hi = tf.one_hot(cell + 1, r + 1)
+        w0, w1 = (1.0 - t)[:, None], t[:, None]
+        plain = lo * w0 + hi * w1  # [n, r + 1]
+        ramp = lo * (w0 * f[:, None]) + hi * (w1 * (f[:, None] - 1.0))
+        return plain, ramp
 
-    def corner(dy, dx):
-        g = tf.gather(tf.gather(grads, iy + dy, axis=0), ix + dx, axis=1)  # [H, W, 2]
-        return (fy[:, None] - float(dy)) * g[..., 0] + (fx[None, :] - float(dx)) * g[..., 1]
-
-    n00, n10, n01, n11 = corner(0, 0), corner(1, 0), corner(0, 1), corner(1, 1)
-    ty = _fade(fy)[:, None]
-    tx = _fade(fx)[None, :]
-    n0 = n00 * (1.0 - ty) + ty * n10
-    n1 = n01 * (1.0 - ty) + ty * n11
-    return math.sqrt(2.0) * ((1.0 - tx) * n0 + tx * n1)
+    c_y, a_y = axis_weights(h, ry)
+    b_x, d_x = axis_weights(w, rx)
+    term_y = tf.matmul(tf.matmul(a_y, tf.cos(angles)), b_x, transpose_b=True)
+    term_x = tf.matmul(tf.matmul(c_y, tf.sin(angles)), d_x, transpose_b=True)
+    return math.sqrt(2.0) * (term_y + term_x)
 
 
 def stateless_perlin(shape, res, seed):
