@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 PY_SIDE = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 import tensorflow as tf
 model_dir, files, reps = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
@@ -44,20 +44,41 @@ t3 = time.perf_counter()
 times = []
 for _ in range(reps):
     a = time.perf_counter(); fn(png=pngs)["score"].numpy(); times.append(time.perf_counter() - a)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_s": t3 - t0, "strip_ms": sorted(times)[len(times) // 2] * 1e3,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": int(hwm) / 1024}))
 """
 
 
 def run_measured(cmd):
+    """Run cmd; return (stdout, wall seconds, peak RSS in MB).
+
+    Peak RSS is the child's VmHWM, polled from /proc: getrusage/wait4 would
+    report at least this (large) parent's RSS, which a forked child inherits."""
+    import threading
+
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
+    peak = [0]
+
+    def poll():
+        while p.poll() is None:
+            try:
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("VmHWM"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    out, err = p.communicate()
+    th.join()
     wall = time.perf_counter() - t
-    out, err = p.stdout.read(), p.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {err[-2000:]}")
-    return out, wall, usage.ru_maxrss / 1024
+    return out, wall, peak[0] / 1024
 
 
 def build_binary(build: Path) -> Path:
