@@ -53,6 +53,8 @@ def test_per_region_thresholds_and_fallback():
     assert thr[1] == pytest.approx(good1.mean() + 3.0 * good1.std()) and "region R1 uses n_sigma" in warn[0]
     thr, warn = thresholds.calibrate_per_region("youden", labels, scores, np.array([0] * 9 + [1]))
     assert thr[1] == pytest.approx(scores[9])  # one good sample: std 0
+    thr, warn = thresholds.calibrate_per_region("youden", labels, scores, regions, cover=[0, 1, 2])
+    assert thr[2] == calibrate("youden", labels, scores) and "R2 has no calibration sample" in warn[-1]
     np.testing.assert_array_equal(thresholds.apply([0.65, 0.65], [0, 1], {0: 0.6, 1: 0.7}), [True, False])
 
 

@@ -99,10 +99,9 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
     kw = {"n_sigma": e.n_sigma, "percentile": e.percentile, "iqr_k": e.iqr_k}
     warnings = []
     if per_region:
-        thr, warnings = thresholds.calibrate_per_region(rule, s.labels[cal], s.scores[cal], s.regions[cal], **kw)
-        for r in np.unique(s.regions[rep]):  # a region absent from calibration uses the global threshold
-            if int(r) not in thr:
-                thr[int(r)] = thresholds.calibrate(rule, s.labels[cal], s.scores[cal], **kw)
+        thr, warnings = thresholds.calibrate_per_region(
+            rule, s.labels[cal], s.scores[cal], s.regions[cal], cover=np.unique(s.regions[rep]), **kw
+        )
     else:
         thr = thresholds.calibrate(rule, s.labels[cal], s.scores[cal], where="calibration split", **kw)
     all_rules = {}

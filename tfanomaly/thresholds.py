@@ -69,11 +69,12 @@ def calibrate(rule: str, labels, scores, *, n_sigma=3.0, percentile=99.0, iqr_k=
     return float(q3 + iqr_k * (q3 - q1))
 
 
-def calibrate_per_region(rule, labels, scores, regions, **kw) -> tuple[dict, list[str]]:
+def calibrate_per_region(rule, labels, scores, regions, cover=(), **kw) -> tuple[dict, list[str]]:
     """One threshold per region id. A region whose calibration data cannot
     support the rule (typically: no defective sample there) falls back to the
     n_sigma rule on its own good scores, or, without good scores either, to
-    the global threshold; each fallback is returned as a warning."""
+    the global threshold; each fallback is returned as a warning. Regions in
+    ``cover`` without any calibration sample get the global threshold too."""
     regions = np.asarray(regions).ravel()
     labels = np.asarray(labels).ravel()
     scores = np.asarray(scores).ravel()
@@ -90,6 +91,10 @@ def calibrate_per_region(rule, labels, scores, regions, **kw) -> tuple[dict, lis
             except ThresholdError:
                 out[int(r)] = global_t
                 warnings.append(f"{e}; region R{int(r)} uses the global threshold {global_t:.6g}")
+    for r in cover:
+        if int(r) not in out:
+            out[int(r)] = global_t
+            warnings.append(f"region R{int(r)} has no calibration sample; it uses the global threshold {global_t:.6g}")
     return out, warnings
 
 

@@ -176,7 +176,7 @@ class GRDNet(AnomalyModel):
         return {"score": score, "heatmap": heatmap, "reconstruction": x_hat}
 
     def sample_outputs(self, batch):
-        """Arrays for the image callback: X, X_n, X_hat, heatmap (and U-Net map)."""
+        """Arrays for the image callback: X, X_n, G(X_n) and the heatmap of X."""
         out = self.score(batch["image"])
         xn_hat = self.decoder(self.encoder(batch["perturbed"]))
         return {
