@@ -57,7 +57,7 @@ def bench(name, cfg, train_batch, steps, score_batch):
     c = cfg.data.channels
     keras.utils.set_random_seed(0)
     m = registry.build(cfg)
-    m.compile_from_config(cfg.train, 1000, train_batch)
+    m.compile_for_training(cfg.train, 1000, train_batch)
     params = m.count_params()
     spec = tf.TensorSpec([1, h, w, c], tf.float32)
     score_gf = graph_gflop(lambda x: m.score(x)["score"], spec)

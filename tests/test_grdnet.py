@@ -21,7 +21,7 @@ def tiny(variant="industrial", channels=1, **over):
 def build(cfg, steps=100):
     keras.utils.set_random_seed(cfg.seed)
     m = registry.build(cfg)
-    m.compile_from_config(cfg.train, steps, cfg.train.batch_size)
+    m.compile_for_training(cfg.train, steps, cfg.train.batch_size)
     return m
 
 

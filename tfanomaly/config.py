@@ -339,7 +339,8 @@ def from_dict(cls, data: dict, prefix: str = "", src: str = "<config>"):
             msg = check(value)
             if msg:
                 word = _describe(hints[name])
-                raise ConfigError(f"{src}: {where}: expected {word} {msg}, got {data[name]!r}")
+                sep = ", " if msg.startswith("every item") else " "
+                raise ConfigError(f"{src}: {where}: expected {word}{sep}{msg}, got {data[name]!r}")
         kwargs[name] = value
     return cls(**kwargs)
 

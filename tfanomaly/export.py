@@ -54,7 +54,10 @@ def build_archive(model: keras.Model, image_shape, th: dict | None, include_png:
     h, w, c = image_shape
     per_region, table = _threshold_table(th)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Only the networks the score path runs are saved (not discriminators,
+    # frozen loss networks or optimizer state).
+    for module in model.export_modules():
+        archive.track(module)
 
     def outputs(images, region=None):
         out = model.score(images)

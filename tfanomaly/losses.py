@@ -80,3 +80,70 @@ def focal(pred, target, gamma: float = 2.0, alpha: float = 0.25, eps: float = 1e
 def average(per_example, global_batch_size=None):
     """Average a per-example loss over the global batch (strategy-safe)."""
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+
+
+# --------------------------------------------------------------------------
+# Perceptual loss on a frozen VGG16 (and the ImageNet plumbing it shares with
+# the ResNet50 encoder).
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def imagenet_input(x01):
+    """Images in [0, 1] with 1 or 3 channels -> the 'caffe' input of Keras'
+    VGG16/ResNet50 ImageNet weights: 0-255, RGB -> BGR, channel mean removed
+    (gray images are replicated to three channels first)."""
+    x = tf.cast(x01, tf.float32) * 255.0
+    if x.shape[-1] == 1:
+        x = tf.tile(x, [1, 1, 1, 3])
+    return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, tf.float32)
+
+
+def vgg16_taps(size, taps, name: str = "vgg16_taps"):
+    """A frozen VGG16 [H, W, 3] (caffe input) -> one feature map per tap.
+
+    ``taps`` are the paper's names (relu2_2, relu3_3, relu4_3, ...); the
+    network stops at the deepest tap. Built without weights: see
+    :func:`load_imagenet_weights`.
+    """
+    import keras
+
+    from tfanomaly.models.configs import VGG16_TAPS
+
+    h, w = size
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(h, w, 3))
+    outs = [vgg.get_layer(VGG16_TAPS[t]).output for t in taps]
+    model = keras.Model(vgg.input, outs, name=name)
+    model.trainable = False
+    return model
+
+
+def load_imagenet_weights(model, arch: str, weights: str, size) -> None:
+    """Copy ``weights`` ("imagenet" or a local .h5 file, as Keras' applications
+    take them) of the Keras application ``arch`` into ``model``'s layers of the
+    same names. ``"none"`` keeps the random initialisation."""
+    import keras
+
+    if weights == "none":
+        return
+    app = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[arch]
+    try:
+        ref = app(include_top=False, weights=weights, input_shape=(size[0], size[1], 3))
+    except Exception as e:  # download refused offline, unreadable file, wrong file
+        from tfanomaly.errors import UserError
+
+        raise UserError(f"{arch} weights {weights!r}: cannot load them ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    by_name = {layer.name: layer for layer in ref.layers}
+    for layer in model.layers:
+        if layer.weights and layer.name in by_name:
+            layer.set_weights(by_name[layer.name].get_weights())
+
+
+def perceptual(extractor, x, y):
+    """L_perc per example [B]: the mean over taps of mean |phi_l(x) - phi_l(y)|,
+    with x, y in [0, 1] (one tap: the L1 distance of its features)."""
+    fx = extractor(imagenet_input(x), training=False)
+    fy = extractor(imagenet_input(y), training=False)
+    if not isinstance(fx, (list, tuple)):
+        fx, fy = [fx], [fy]
+    return tf.add_n([l1(a, b) for a, b in zip(fx, fy)]) / float(len(fx))

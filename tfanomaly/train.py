@@ -125,13 +125,14 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     n_patches = data.train_patches()
     steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
     total_steps = steps * cfg.train.epochs
+    accum = cfg.train.grad_accum_steps  # batches per optimizer update
     ds = data.train_dataset(global_batch)
     sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
 
     with strategy.scope():
         model = registry.build(cfg)
         guards.check_model(model)
-        model.compile_from_config(cfg.train, total_steps, global_batch)
+        model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
@@ -148,7 +149,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     start = time.time()
     history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     elapsed = time.time() - start
-    done = session.done
+    done = session.done * accum  # batches (the step counter counts optimizer updates)
     if any(not np.all(np.isfinite(v)) for v in history.history.values()):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
     save_model_atomic(model, run / "model.keras")
@@ -158,7 +159,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "steps_per_epoch": steps,
         "epochs": cfg.train.epochs,
         "steps_this_session": done,
-        "global_step": int(model.step_counter.numpy()),
+        "global_step": int(model.step_counter.numpy()) * accum,
+        "grad_accum_steps": accum,
         "seconds": round(elapsed, 2),
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

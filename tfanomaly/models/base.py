@@ -22,7 +22,8 @@ import tensorflow as tf
 
 def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str = "adam"):
     """Adam with the configured schedule (constant, cosine with restarts, or
-    constant then linear decay to zero from the middle of training)."""
+    constant then linear decay to zero from the middle of training) and
+    gradient accumulation. ``total_steps`` counts optimizer updates."""
     lr = train_cfg.learning_rate * lr_scale
     if train_cfg.lr_schedule == "cosine_restarts":
         lr = keras.optimizers.schedules.CosineDecayRestarts(
@@ -30,7 +31,12 @@ def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str
         )
     elif train_cfg.lr_schedule == "linear_decay":
         lr = HalfwayLinearDecay(lr, max(total_steps, 2))
-    return keras.optimizers.Adam(lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2, name=name)
+    # Keras averages the gradients of ``grad_accum_steps`` batches and applies
+    # them once; ``iterations`` (the schedules' step) counts applied updates.
+    accum = train_cfg.grad_accum_steps if train_cfg.grad_accum_steps > 1 else None
+    return keras.optimizers.Adam(
+        lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2, gradient_accumulation_steps=accum, name=name
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfanomaly")
@@ -69,6 +75,38 @@ class AnomalyModel(keras.Model):
         h, w = cfg.data.image_size
         return cls(dataclasses.asdict(cfg.model), (h, w, cfg.data.channels), name=cfg.family)
 
+    # -- optimizers (shared by every family) ---------------------------------
+    def optimizer_groups(self) -> dict:
+        """``{attribute name: (lr scale, trainable variables)}``, one Adam each;
+        the first group's step counter is the model's."""
+        raise NotImplementedError
+
+    def compile(self, optimizers: dict, global_batch_size=None, **kwargs):
+        # No Keras-level optimizer: each network's optimizer is an attribute
+        # (saved and restored with the model, by BackupAndRestore too).
+        super().compile(optimizer=None, **kwargs)
+        self.global_batch_size = global_batch_size  # strategy-safe loss averaging
+        self._optimizer_names = list(optimizers)
+        groups = self.optimizer_groups()
+        for name, opt in optimizers.items():
+            setattr(self, name, opt)
+            # slot variables now, so the train step is traced once, not twice
+            opt.build(groups[name][1])
+
+    def compile_for_training(self, train_cfg, total_steps: int, global_batch_size: int):
+        self.compile(
+            optimizers={
+                name: make_optimizer(train_cfg, total_steps, scale, name=name.replace("optimizer", "adam"))
+                for name, (scale, _) in self.optimizer_groups().items()
+            },
+            global_batch_size=global_batch_size,
+            jit_compile=train_cfg.jit_compile,
+        )
+
+    @property
+    def step_counter(self):
+        return getattr(self, self._optimizer_names[0]).iterations
+
     def get_config(self):
         return {"model_config": self.model_config, "image_shape": list(self.image_shape), "name": self.name}
 
@@ -78,6 +116,10 @@ class AnomalyModel(keras.Model):
 
     def call(self, images, training=False):
         return self.score(images)
+
+    def export_modules(self) -> list:
+        """The layers/models whose variables ``score`` reads (what export saves)."""
+        return [self]
 
     def _track(self, *names):
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from tfanomaly.config import all_of, checked, each, length, non_negative, one_of, positive, unit_interval
@@ -52,3 +53,50 @@ class GRDNetConfig:
         u = 2 ** (len(self.unet_widths) - 1)
         if self.variant == "full" and (h % u or w % u):
             raise ConfigError(f"{src}: model.unet_widths: {len(self.unet_widths)} levels need data.image_size divisible by {u}")
+
+
+# VGG16 taps: the paper's relu names -> Keras layer names (Keras' convs carry the ReLU).
+VGG16_TAPS = {"relu1_2": "block1_conv2", "relu2_2": "block2_conv2", "relu3_3": "block3_conv3", "relu4_3": "block4_conv3", "relu5_3": "block5_conv3"}
+
+
+def _weights(v):
+    return None if v in ("none", "imagenet") or v.endswith(".h5") else "'none', 'imagenet' or a local .h5 weights file"
+
+
+@dataclass
+class GANomalyConfig:
+    """GANomaly: encoder E1, decoder, second encoder E2 and a DCGAN discriminator;
+    score = ||E1(x) - E2(G(x))||^2. The encoders are DCGAN or ResNet50, the
+    reconstruction term pixel L1 or VGG16 perceptual."""
+
+    encoder: str = checked("dcgan", one_of("dcgan", "resnet50"))
+    latent_dim: int = checked(100, positive, help="size of z (512 at 256x256 in the cargo study)")
+    base_width: int = checked(64, positive, help="ngf = ndf: channels of the first (last) DCGAN layer; doubles per stage")
+    max_width: int = checked(0, non_negative, help="cap on DCGAN channels (0 = no cap, as the original)")
+    extra_layers: int = checked(0, non_negative, help="extra 3x3 conv layers at the first DCGAN resolution")
+    resnet_weights: str = checked("imagenet", _weights, help="ResNet50 encoder weights: none, imagenet or a .h5 file")
+    recon_loss: str = checked("l1", one_of("l1", "perceptual"), help="L_con pixel L1, or the VGG16 perceptual loss replacing it")
+    perceptual_taps: list[str] = checked(
+        factory=lambda: ["relu3_3"], check=all_of(lambda v: None if v else "at least one tap", each(one_of(*VGG16_TAPS))),
+        help="VGG16 layers compared (several are averaged: multi-scale)",
+    )
+    vgg_weights: str = checked("imagenet", _weights, help="VGG16 weights: none, imagenet or a .h5 file")
+    w_adv: float = checked(1.0, non_negative)
+    w_con: float = checked(50.0, non_negative)
+    w_enc: float = checked(1.0, non_negative)
+    w_perc: float = checked(15.0, non_negative, help="weight of L_perc when recon_loss is perceptual")
+    d_reinit_threshold: float = checked(1e-5, non_negative, help="re-initialise the discriminator when its loss falls below this (0 = never)")
+    disc_lr_ratio: float = checked(1.0, positive, help="discriminator lr relative to train.learning_rate")
+
+    def validate(self, cfg, src):
+        h, w = cfg.data.image_size
+        if h != w or h < 16 or h & (h - 1):
+            raise ConfigError(f"{src}: data.image_size: GANomaly needs a square power-of-two size >= 16, got {cfg.data.image_size}")
+        if self.encoder == "resnet50" and h < 32:
+            raise ConfigError(f"{src}: data.image_size: the ResNet50 encoder needs >= 32 px, got {h}")
+        if cfg.data.channels not in (1, 3) and (self.encoder == "resnet50" or self.recon_loss == "perceptual"):
+            raise ConfigError(f"{src}: data.channels: ImageNet networks take 1 or 3 channels, got {cfg.data.channels}")
+        for key in ("resnet_weights", "vgg_weights"):
+            v = getattr(self, key)
+            if v.endswith(".h5") and not os.path.isfile(v):
+                raise ConfigError(f"{src}: model.{key}: expected an existing weights file, got {v!r} (not found)")

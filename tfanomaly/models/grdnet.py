@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfanomaly import losses
 from tfanomaly.models import blocks
-from tfanomaly.models.base import AnomalyModel, make_optimizer
+from tfanomaly.models.base import AnomalyModel
 from tfanomaly.models.configs import GRDNetConfig
 
 
@@ -72,31 +72,14 @@ class GRDNet(AnomalyModel):
         self.built = True
 
     # -- training -------------------------------------------------------------
-    def compile(self, g_optimizer, d_optimizer, u_optimizer=None, global_batch_size=None, **kwargs):
-        # No Keras-level optimizer: the networks' own optimizers are attributes (saved and restored with the model).
-        super().compile(optimizer=None, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.u_optimizer = u_optimizer
-        self.global_batch_size = global_batch_size
-        # Create the slot variables now: the train step is then traced once, not twice.
-        g_optimizer.build(self.generator_variables)
-        d_optimizer.build(self.discriminator.trainable_variables)
+    def optimizer_groups(self):
+        groups = {
+            "g_optimizer": (1.0, self.generator_variables),
+            "d_optimizer": (self.cfg.disc_lr_ratio, self.discriminator.trainable_variables),
+        }
         if self.full:
-            u_optimizer.build(self.unet.trainable_variables)
-
-    def compile_from_config(self, train_cfg, total_steps: int, global_batch_size: int):
-        self.compile(
-            g_optimizer=make_optimizer(train_cfg, total_steps, name="g_adam"),
-            d_optimizer=make_optimizer(train_cfg, total_steps, self.cfg.disc_lr_ratio, name="d_adam"),
-            u_optimizer=make_optimizer(train_cfg, total_steps, name="u_adam") if self.full else None,
-            global_batch_size=global_batch_size,
-            jit_compile=train_cfg.jit_compile,
-        )
-
-    @property
-    def step_counter(self):
-        return self.g_optimizer.iterations
+            groups["u_optimizer"] = (1.0, self.unet.trainable_variables)
+        return groups
 
     @property
     def generator_variables(self):
