@@ -67,7 +67,7 @@ def bench(name, cfg, train_batch, steps, score_batch):
     train_gf = 3 * (gen_gf + 2 * disc_gf) + 2 * disc_gf * 3
 
     x = tf.random.uniform([train_batch, h, w, c])
-    batch = {"image": x, "perturbed": x, "perlin_mask": tf.zeros([train_batch, h, w, 1]), "noise": tf.zeros_like(x)}
+    batch = {"image": x, "perturbed": x, "perturb_mask": tf.zeros([train_batch, h, w, 1]), "noise": tf.zeros_like(x)}
     step = tf.function(m.train_step)
     step_s = timed(lambda: [v.numpy() for v in step(batch).values()], steps)
     xs = tf.random.uniform([score_batch, h, w, c])

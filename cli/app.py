@@ -17,6 +17,7 @@ from typing import List, Optional
 import typer
 
 from tfanomaly.errors import UserError
+from tfanomaly.models import registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,7 +48,7 @@ def _echo(msg: str) -> None:
 
 @app.command()
 def train(
-    family: str = typer.Argument(..., help="Model family: grdnet (see `tfanomaly train --help`)."),
+    family: str = typer.Argument(..., help="Model family: " + ", ".join(registry.names()) + "."),
     config: Path = CONFIG,
     set_: Optional[List[str]] = SET,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory where it stopped."),
@@ -74,6 +75,7 @@ def eval_(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds of repeated calibration/report splits, e.g. 0,1,2."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Eval directory (default: RUN/eval)."),
     force: bool = typer.Option(False, "--force", help="Allow calibrating on the reported split (eval.calibration_fraction: 0)."),
+    shift: bool = typer.Option(False, "--shift", help="Also evaluate under the test-time domain shift of eval.shift (report in OUT/shift)."),
     set_: Optional[List[str]] = SET,
 ):
     """Score the test set, calibrate thresholds, write metrics, tables, plots and an HTML report."""
@@ -92,7 +94,7 @@ def eval_(
     from tfanomaly.train import load_model
 
     out_dir = out or model / "eval"
-    summary = evaluate(load_model(model), cfg, out_dir, calibrate, seed_list, force)
+    summary = evaluate(load_model(model), cfg, out_dir, calibrate, seed_list, force, shift=shift)
     typer.echo(console_summary(summary))
     _echo(f"report -> {out_dir}/report.html")
 

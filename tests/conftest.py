@@ -55,3 +55,21 @@ def write_img(path, arr):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def shipped_configs(family):
+    """Names of the configs/ files of one family."""
+    return sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if f"family: {family}" in p.read_text())
+
+
+def assert_one_train_step(model, size, channels, batch=2):
+    """One compiled train step on random images: passes the oneDNN guard and gives finite losses."""
+    import tensorflow as tf
+
+    from tfanomaly import guards
+
+    guards.check_model(model)
+    x = tf.random.uniform([batch, size, size, channels])
+    data = {"image": x, "perturbed": x, "perturb_mask": tf.zeros([batch, size, size, 1]), "noise": tf.zeros_like(x)}
+    out = tf.function(model.train_step)(data)
+    assert all(np.isfinite(float(v)) for v in out.values())

@@ -20,7 +20,7 @@ def test_training_batches_are_deterministic_for_a_seed(vial_data):
             np.testing.assert_array_equal(x[k], y[k])
     assert not np.array_equal(a[0]["image"], c[0]["image"])
     batch = a[0]
-    assert batch["image"].shape == (4, 32, 32, 1) and batch["perlin_mask"].shape == (4, 32, 32, 1)
+    assert batch["image"].shape == (4, 32, 32, 1) and batch["perturb_mask"].shape == (4, 32, 32, 1)
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
 
 

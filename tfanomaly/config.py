@@ -201,6 +201,32 @@ class PerturbConfig:
 
 
 @dataclass
+class CorruptConfig:
+    """Patch-transformation corruption (self-supervised autoencoder): a random
+    rectangle, elastically deformed and blurred into a soft mask M, blends in a
+    texture patch y: x_hat = M*y + (1 - M)*x."""
+
+    enabled: bool = False
+    probability: float = checked(1.0, unit_interval, help="chance an image is corrupted")
+    size: list[float] = checked(factory=lambda: [0.1, 0.5], check=all_of(range_pair, each(unit_interval)), help="patch side as a fraction of the image side")
+    elastic_alpha: float = checked(8.0, non_negative, help="max displacement of the elastic deformation, pixels (0 = off)")
+    elastic_sigma: float = checked(4.0, positive, help="smoothness of the displacement field, pixels")
+    blur_sigma: float = checked(2.0, non_negative, help="gaussian distortion of the mask edge, pixels")
+    texture_dir: str = checked("", help="folder of texture images for y (empty = Perlin textures, available offline)")
+
+
+@dataclass
+class ReducePlateauConfig:
+    """Multiply every optimizer's learning rate by ``factor`` when the monitored
+    loss has not improved for ``patience`` epochs (0 = off)."""
+
+    patience: int = checked(0, non_negative)
+    factor: float = checked(0.5, lambda v: None if 0 < v < 1 else "in (0, 1)")
+    min_lr: float = checked(1e-7, non_negative)
+    monitor: str = checked("", help="a logged loss (default: val_<first loss> with a validation split, else the first loss)")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = checked(10, positive)
     steps_per_epoch: int = checked(0, non_negative, help="0 = one pass over the data")
@@ -219,6 +245,23 @@ class TrainConfig:
     samples_every: int = checked(1, positive, help="save sample grids every N epochs")
     max_train_patches: int = checked(0, non_negative, help="cap on training patches (0 = all)")
     time_budget_minutes: float = checked(0.0, non_negative, help="stop training after this many minutes (0 = no limit)")
+    validation_fraction: float = checked(0.0, lambda v: None if 0 <= v < 1 else "in [0, 1)", help="good training images held out for the validation loss")
+    reduce_on_plateau: ReducePlateauConfig = field(default_factory=ReducePlateauConfig)
+
+
+@dataclass
+class ShiftConfig:
+    """Test-time domain shift (``tfanomaly eval --shift``): every operation on
+    every test image, seeded."""
+
+    zoom: float = checked(1.3, positive, help="resize by this factor and centre-crop back (1 = off)")
+    rotation: float = checked(5.0, non_negative, help="max abs rotation, degrees")
+    scale: list[float] = checked(factory=lambda: [1.0, 1.1], check=all_of(range_pair, each(positive)), help="affine zoom range")
+    downscale: float = checked(0.5, lambda v: None if 0 < v <= 1 else "in (0, 1]", help="down to this fraction of the resolution and back (1 = off)")
+    brightness: float = checked(0.3, non_negative)
+    contrast: float = checked(0.3, unit_interval)
+    noise_std: float = checked(0.03, non_negative)
+    seed: int = 0
 
 
 @dataclass
@@ -233,6 +276,7 @@ class EvalConfig:
     product_level: bool = checked(False, help="re-tune the threshold on per-product maxima")
     worst_cases: int = checked(8, non_negative)
     batch_size: int = checked(64, positive)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
 
 
 @dataclass
@@ -247,6 +291,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)
     model: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -430,6 +475,13 @@ def _cross_checks(cfg: Config, src: str) -> None:
         raise ConfigError(
             f"{src}: perturb.max_scale: the Perlin grid 2**{cfg.perturb.max_scale} must divide "
             f"data.image_size {d.image_size}"
+        )
+    if cfg.perturb.enabled and cfg.corrupt.enabled:
+        raise ConfigError(f"{src}: corrupt.enabled: the Perlin perturbation (perturb.enabled) is on too; enable one of them")
+    if cfg.train.reduce_on_plateau.patience and cfg.train.lr_schedule != "constant":
+        raise ConfigError(
+            f"{src}: train.reduce_on_plateau.patience: reduce-on-plateau scales a constant learning rate, "
+            f"but train.lr_schedule is {cfg.train.lr_schedule!r}; set it to constant"
         )
     check = getattr(cfg.model, "validate", None)
     if check is not None:

@@ -189,7 +189,23 @@ def console_summary(summary: dict) -> str:
     ]
     if "pixel_auroc" in summary:
         lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
+    sh = summary.get("shift")
+    if sh:
+        lines.append("")
+        lines.append(f"{'domain shift':<28}{'clean':<22}{'shifted':<22}")
+        for key, label in SHIFT_KEYS:
+            a, b = summary.get(key), sh.get(key)
+            fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else ms(v) if v else "n/a")
+            lines.append(f"{label:<28}{fmt(a):<22}{fmt(b):<22}")
     return "\n".join(lines)
+
+
+SHIFT_KEYS = [
+    ("image_auroc", "image AUROC"),
+    ("accuracy_at_threshold", "accuracy at threshold"),
+    ("f1_at_threshold", "F1 at threshold"),
+    ("pixel_auroc", "pixel AUROC (first seed)"),
+]
 
 
 def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:

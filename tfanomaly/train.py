@@ -102,6 +102,39 @@ class SampleImages(keras.callbacks.Callback):
         write_png(self.out_dir / f"epoch_{epoch + 1:03d}.png", tile_grid(cols))
 
 
+class ReduceLROnPlateauAll(keras.callbacks.Callback):
+    """Keras' ReduceLROnPlateau for models with several optimizers: multiplies
+    every optimizer's (constant) learning rate by ``factor`` when ``monitor``
+    has not improved for ``patience`` epochs."""
+
+    def __init__(self, monitor: str, patience: int, factor: float, min_lr: float, min_delta: float = 1e-6):
+        super().__init__()
+        self.monitor, self.patience, self.factor, self.min_lr, self.min_delta = monitor, patience, factor, min_lr, min_delta
+        self.best = float("inf")
+        self.wait = 0
+        self.reductions = []  # (epoch, new lr)
+
+    def _optimizers(self):
+        return [getattr(self.model, n) for n in self.model._optimizer_names]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise UserError(f"train.reduce_on_plateau.monitor: {self.monitor!r} is not a logged value; logged: {', '.join(sorted(logs))}")
+        value = float(logs[self.monitor])
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.wait = 0
+                for opt in self._optimizers():
+                    new = max(float(opt.learning_rate.numpy()) * self.factor, self.min_lr)
+                    opt.learning_rate.assign(new)
+                self.reductions.append((epoch, new))
+        logs["lr"] = float(self._optimizers()[0].learning_rate.numpy())
+
+
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
@@ -134,10 +167,19 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         guards.check_model(model)
         model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
+    val_ds = data.validation_dataset(global_batch)
+    plateau = []
+    rp = cfg.train.reduce_on_plateau
+    if rp.patience:
+        first = model.metrics[0].name
+        monitor = rp.monitor or (f"val_{first}" if val_ds is not None else first)
+        plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
+
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
         session := SessionSteps(),
         keras.callbacks.TerminateOnNaN(),
+        *plateau,  # before the loggers, so they see its "lr"
         keras.callbacks.ModelCheckpoint(str(run / "checkpoints" / "last.keras")),
         keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, update_freq="epoch"),
         keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=True),
@@ -147,7 +189,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     ]
     (run / "logs").mkdir(exist_ok=True)
     start = time.time()
-    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds)
     elapsed = time.time() - start
     done = session.done * accum  # batches (the step counter counts optimizer updates)
     if any(not np.all(np.isfinite(v)) for v in history.history.values()):
@@ -165,6 +207,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
+        "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],
     }
     atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=2))
     return run

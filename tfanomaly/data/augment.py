@@ -6,6 +6,8 @@ training run is reproducible and the shifted test set is fixed.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 
@@ -73,3 +75,51 @@ def augment(image, mask, seed, cfg):
         image = image + cfg.noise_std * tf.random.stateless_normal(tf.shape(image), seeds[9])
     return tf.clip_by_value(image, 0.0, 1.0), mask
 
+
+
+def _affine(image, angle, scale, interpolation):
+    """Rotate by ``angle`` and zoom by ``scale`` (> 1 enlarges) about the centre."""
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    # output pixel p maps to input pixel A p + b with A = R(-angle) / scale
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    x_off = cx - (cos * cx - sin * cy)
+    y_off = cy - (sin * cx + cos * cy)
+    transform = tf.stack([cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0])[None]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2], fill_value=0.0,
+        interpolation=interpolation, fill_mode="REFLECT",
+    )[0]
+
+
+def shift(image, mask, seed, cfg):
+    """The test-time domain shift of the capsule study (a ShiftConfig ``cfg``),
+    every operation applied to every image, with per-image stateless draws:
+    zoom (resize by ``zoom`` and centre-crop back: the object appears larger,
+    nothing is padded), affine (rotation in +-``rotation`` degrees, scale in
+    ``scale``), down to ``downscale`` of the resolution and back, brightness and
+    contrast jitter, gaussian noise. Geometric operations move the mask too."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    h, w = image.shape[0], image.shape[1]
+    if cfg.zoom != 1.0:
+        zh, zw = int(round(h * cfg.zoom)), int(round(w * cfg.zoom))
+        image = tf.image.resize_with_crop_or_pad(tf.image.resize(image, [zh, zw], "bilinear"), h, w)
+        mask = tf.image.resize_with_crop_or_pad(tf.image.resize(mask, [zh, zw], "nearest"), h, w)
+    if cfg.rotation > 0 or cfg.scale[1] > cfg.scale[0] or cfg.scale[0] != 1.0:
+        angle = tf.random.stateless_uniform([], seeds[0], -cfg.rotation, cfg.rotation) * (math.pi / 180.0)
+        scale = tf.random.stateless_uniform([], seeds[1], cfg.scale[0], cfg.scale[1]) if cfg.scale[1] > cfg.scale[0] else tf.constant(cfg.scale[0])
+        image = _affine(image, angle, scale, "BILINEAR")
+        mask = _affine(mask, angle, scale, "NEAREST")
+    if cfg.downscale < 1.0:
+        small = [max(1, int(round(h * cfg.downscale))), max(1, int(round(w * cfg.downscale)))]
+        image = tf.image.resize(tf.image.resize(image, small, "bilinear"), [h, w], "bilinear")
+    if cfg.brightness > 0:
+        image = image + tf.random.stateless_uniform([], seeds[2], -cfg.brightness, cfg.brightness)
+    if cfg.contrast > 0:
+        factor = tf.random.stateless_uniform([], seeds[3], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
+        mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
+        image = (image - mean) * factor + mean
+    if cfg.noise_std > 0:
+        image = image + cfg.noise_std * tf.random.stateless_normal(tf.shape(image), seeds[4])
+    return tf.clip_by_value(image, 0.0, 1.0), mask

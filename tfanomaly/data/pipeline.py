@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfanomaly.data import corrupt as corrupt_mod
 from tfanomaly.data import perlin as perlin_mod
 from tfanomaly.data.augment import augment as augment_fn
+from tfanomaly.data.augment import shift as shift_fn
 from tfanomaly.data.rank import rank_images
 from tfanomaly.data.sources import Index, build_index
 from tfanomaly.errors import ConfigError, DataError
@@ -340,9 +342,15 @@ def to_float(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
-def training_map(cfg):
-    """Per-element training transform: uint8 patch -> augmented, perturbed floats."""
-    aug, pert = cfg.augment, cfg.perturb
+def training_map(cfg, textures=None):
+    """Per-element training transform: uint8 patch -> augmented, perturbed floats.
+
+    ``perturbed`` is the network input: the Perlin perturbation X_n (GRD-Net),
+    the patch-transformation corruption x_hat (self-supervised autoencoder), or
+    the image itself; ``perturb_mask`` is M (binary for Perlin, soft for the
+    corruption) and ``noise`` the blended-in signal.
+    """
+    aug, pert, cor = cfg.augment, cfg.perturb, cfg.corrupt
     base = cfg.seed
 
     def fn(counter, e):
@@ -361,11 +369,68 @@ def training_map(cfg):
                 threshold=pert.threshold,
                 blend=tuple(pert.blend),
             )
+        elif cor.enabled:
+            xn, m, n = corrupt_mod.corrupt(
+                image,
+                s[1],
+                textures=textures,
+                probability=cor.probability,
+                size=tuple(cor.size),
+                elastic_alpha=cor.elastic_alpha,
+                elastic_sigma=cor.elastic_sigma,
+                blur_sigma=cor.blur_sigma,
+            )
         else:
             xn, m, n = image, tf.zeros_like(mask), tf.zeros_like(image)
-        return {"image": image, "perturbed": xn, "perlin_mask": m, "noise": n}
+        return {"image": image, "perturbed": xn, "perturb_mask": m, "noise": n}
 
     return fn
+
+
+def load_textures(cfg):
+    """The texture images of ``corrupt.texture_dir`` as [N, H, W, C] floats in
+    [0, 1] at the patch size (None when no folder is configured)."""
+    folder = cfg.corrupt.texture_dir
+    if not cfg.corrupt.enabled or not folder:
+        return None
+    import cv2
+
+    from tfanomaly.data.sources import IMAGE_EXTENSIONS
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"{cfg.source_file}: corrupt.texture_dir: expected a folder of images, got {folder!r} (not found)")
+    h, w = cfg.data.image_size
+    c = cfg.data.channels
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR)
+        if img is None:
+            raise DataError(f"{p}: not a decodable image (corrupt.texture_dir)")
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        img = img[..., None] if c == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if c == 4:
+            img = np.concatenate([img, img.mean(-1, keepdims=True).astype(np.uint8)], -1)
+        out.append(img.astype(np.float32) / 255.0)
+    if not out:
+        raise DataError(f"{root}: no images in this folder (corrupt.texture_dir)")
+    return tf.constant(np.stack(out))
+
+
+def hold_out_validation(index: Index, fraction: float, seed: int) -> None:
+    """Move a seeded ``fraction`` of the training products (all their patches)
+    to the subset "val"; at least one product stays in training."""
+    products = sorted({it.product for it in index.subset("train")})
+    n_val = min(len(products) - 1, max(1, int(round(fraction * len(products)))))
+    if n_val < 1:
+        return
+    rng = np.random.default_rng(2000 + seed)
+    val = {products[i] for i in rng.permutation(len(products))[:n_val]}
+    for it in index.items:
+        if it.subset == "train" and it.product in val:
+            it.subset = "val"
 
 
 class Data:
@@ -380,6 +445,8 @@ class Data:
         else:
             self.pack_info = None
             self.index = index or build_index(cfg)
+            if cfg.train.validation_fraction > 0:
+                hold_out_validation(self.index, cfg.train.validation_fraction, cfg.seed)
             self.source = PatchSource(cfg, self.index)
 
     def count(self, subset: str, training: bool) -> int:
@@ -404,7 +471,7 @@ class Data:
         if cfg.data.cache and self.pack_info is None:
             ds = ds.cache()
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.enumerate().map(training_map(cfg), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.enumerate().map(training_map(cfg, load_textures(cfg)), num_parallel_calls=AUTOTUNE, deterministic=True)
         return ds.batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
 
     def train_patches(self) -> int:
@@ -413,9 +480,33 @@ class Data:
             n = min(n, self.cfg.train.max_train_patches)
         return n
 
-    def eval_dataset(self, subset: str = "test", batch_size: int | None = None) -> tf.data.Dataset:
-        """Deterministic batches of float images with masks, labels and ids."""
+    def validation_dataset(self, batch_size: int | None = None):
+        """Deterministic batches of the held-out good images (None without a validation split)."""
+        if self.cfg.train.validation_fraction <= 0:
+            return None
+        if self.pack_info is not None:
+            raise ConfigError(f"{self.cfg.source_file}: train.validation_fraction: not available with data.tfrecords; set it to 0")
+        bs = batch_size or self.cfg.train.batch_size
+        ds = self.source.dataset("val", training=True, labels=(0,))
+        def clean(e):  # no augmentation, no perturbation: the validation loss of the plain images
+            x = to_float(e["image"])
+            return {"image": x, "perturbed": x, "perturb_mask": tf.zeros_like(x[..., :1]), "noise": tf.zeros_like(x)}
+
+        ds = ds.map(clean, num_parallel_calls=AUTOTUNE)
+        return ds.batch(bs).cache().prefetch(AUTOTUNE)
+
+    def eval_dataset(self, subset: str = "test", batch_size: int | None = None, shifted: bool = False) -> tf.data.Dataset:
+        """Deterministic batches of float images with masks, labels and ids
+        (with ``shifted``, under the seeded domain shift of ``eval.shift``)."""
         bs = batch_size or self.cfg.eval.batch_size
         ds = self.patches(subset, training=False)
         ds = ds.map(lambda e: {**e, "image": to_float(e["image"]), "mask": to_float(e["mask"])}, num_parallel_calls=AUTOTUNE)
+        if shifted:
+            sc = self.cfg.eval.shift
+
+            def apply(i, e):
+                img, mask = shift_fn(e["image"], e["mask"], tf.stack([tf.constant(sc.seed, tf.int64), i]), sc)
+                return {**e, "image": img, "mask": tf.cast(mask > 0.5, tf.float32)}
+
+            ds = ds.enumerate().map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
         return ds.batch(bs).prefetch(AUTOTUNE)

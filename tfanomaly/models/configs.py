@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -100,3 +101,44 @@ class GANomalyConfig:
             v = getattr(self, key)
             if v.endswith(".h5") and not os.path.isfile(v):
                 raise ConfigError(f"{src}: model.{key}: expected an existing weights file, got {v!r} (not found)")
+
+
+@dataclass
+class AutoencoderConfig:
+    """Convolutional autoencoders trained on good images (capsule study):
+    ``residual`` (model I: residual down/up-sampling blocks, MSE + SSIM) or
+    ``sdc`` (model II: stacked dilated convolutions with convex-combination
+    skips, trained on patch-transformation corruptions)."""
+
+    variant: str = checked("residual", one_of("residual", "sdc"))
+    # model I
+    base_width: int = checked(64, positive, help="residual: channels of the first convolution")
+    max_width: int = checked(512, positive, help="residual: cap on the channels of a block")
+    down_blocks: int = checked(6, positive, help="residual: downsampling blocks (each halves H and W)")
+    bottleneck: str = checked("vector", one_of("vector", "volumetric"))
+    latent_dim: int = checked(512, positive, help="vector: features; volumetric: channels of the 1x1 bottleneck")
+    attention: str = checked("none", one_of("none", "cbam"), help="CBAM after every residual block (the paper's architecture 2)")
+    add_luminance: bool = checked(False, help="RGB input: add a luminance channel (4 channels inside the network)")
+    # model II
+    sdc_width: int = checked(64, positive, help="sdc: channels of every dilated convolution")
+    dilations: list[int] = checked(factory=lambda: [1, 2, 4, 8, 16, 32], check=all_of(lambda v: None if v else "at least one", each(positive)))
+    sdc_downsample: int = checked(0, non_negative, help="sdc: stride-2 convs before the dilated stack (0 = full resolution)")
+    lambda_mask: float = checked(0.9, unit_interval, help="sdc: weight of the loss inside the corruption mask")
+    # loss and score
+    alpha: float = checked(0.3, unit_interval, help="alpha*MSE + (1 - alpha)*(1 - SSIM)")
+    ssim_window: int = checked(11, lambda v: None if v >= 3 and v % 2 == 1 else "an odd size >= 3")
+    heatmap_sigma: float = checked(4.0, non_negative, help="gaussian filter on the squared-error map, pixels")
+    score: str = checked("loss", one_of("loss", "map_max"), help="image score: the combined loss, or the heatmap's max")
+
+    def validate(self, cfg, src):
+        h, w = cfg.data.image_size
+        if self.add_luminance and cfg.data.channels != 3:
+            raise ConfigError(f"{src}: model.add_luminance: needs RGB input (data.channels: 3), got {cfg.data.channels} channels")
+        f = 2 ** (self.down_blocks if self.variant == "residual" else self.sdc_downsample)
+        key = "model.down_blocks" if self.variant == "residual" else "model.sdc_downsample"
+        if h % f or w % f:
+            raise ConfigError(f"{src}: {key}: {int(math.log2(f))} halvings need data.image_size divisible by {f}, got {cfg.data.image_size}")
+        if min(h, w) < self.ssim_window:
+            raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
+        if self.variant == "sdc" and not cfg.corrupt.enabled:
+            raise ConfigError(f"{src}: corrupt.enabled: the sdc autoencoder trains on patch corruptions; set it to true")

@@ -103,7 +103,7 @@ class GRDNet(AnomalyModel):
         return {"g_loss": total, "adv": adv, "con": con, "enc": enc, "nse": nse}
 
     def train_step(self, data):
-        x, xn, m, noise = data["image"], data["perturbed"], data["perlin_mask"], data["noise"]
+        x, xn, m, noise = data["image"], data["perturbed"], data["perturb_mask"], data["noise"]
         with tf.GradientTape() as tape:
             z, x_hat, z_hat = self.generate(xn, training=True)
             _, f_real = self.discriminator(x, training=True)

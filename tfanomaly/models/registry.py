@@ -13,6 +13,7 @@ from tfanomaly.models import configs
 _FAMILIES = {
     "grdnet": (configs.GRDNetConfig, "tfanomaly.models.grdnet:GRDNet"),
     "ganomaly": (configs.GANomalyConfig, "tfanomaly.models.ganomaly:GANomaly"),
+    "autoencoder": (configs.AutoencoderConfig, "tfanomaly.models.autoencoder:Autoencoder"),
 }
 
 
