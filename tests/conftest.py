@@ -73,3 +73,19 @@ def assert_one_train_step(model, size, channels, batch=2):
     data = {"image": x, "perturbed": x, "perturb_mask": tf.zeros([batch, size, size, 1]), "noise": tf.zeros_like(x)}
     out = tf.function(model.train_step)(data)
     assert all(np.isfinite(float(v)) for v in out.values())
+
+
+def save_run(model, cfg, run, thresholds=None):
+    """A run directory as `tfanomaly train` leaves it (model.keras + config.yaml [+ eval/thresholds.json])."""
+    import json
+
+    from tfanomaly.config import save_config
+
+    run = Path(run)
+    run.mkdir(parents=True)
+    model.save(run / "model.keras")
+    save_config(cfg, run / "config.yaml")
+    if thresholds is not None:
+        (run / "eval").mkdir()
+        (run / "eval" / "thresholds.json").write_text(json.dumps(thresholds))
+    return run

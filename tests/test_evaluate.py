@@ -31,7 +31,7 @@ def test_report_files_and_numbers(setup):
     out = tmp / "report"
     summary = evaluate(model, cfg, out, "youden", [0, 1], scored=scored, data=data)
     for f in ("metrics.json", "thresholds.json", "patches.csv", "regions.csv", "products.csv", "roc.png", "pr.png",
-              "histogram.png", "worst_cases.png", "report.html"):
+              "histogram.png", "worst_cases.png", "ranking.png", "report.html"):
         assert (out / f).exists(), f
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["image_auroc"]["mean"] == pytest.approx(summary["image_auroc"]["mean"])
@@ -95,3 +95,12 @@ def test_predict_strips(setup, tmp_path, vial_data):
         assert r["is_anomalous"] == (r["score"] >= th["thresholds"][str(r["region"])])
     assert len(list((tmp_path / "heat").glob("*.png"))) == 40
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 41
+
+
+def test_ranking_picks_the_extremes():
+    from tfanomaly.report import ranking
+
+    least, most = ranking(np.array([0.5, 0.1, 0.9, 0.3, 0.7]), 2)
+    assert list(least) == [1, 3] and list(most) == [2, 4]
+    least, most = ranking(np.array([0.2, 0.1, 0.3]), 8)
+    assert list(least) == [1] and list(most) == [2]

@@ -6,13 +6,13 @@ import pytest
 import tensorflow as tf
 
 from tfanomaly import guards, losses
-from tfanomaly.config import load_config, save_config
+from tfanomaly.config import load_config
 from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.ganomaly import GANomaly, dcgan_widths
 from tfanomaly.train import load_model, train
-from tests.conftest import ROOT, assert_one_train_step, shipped_configs
+from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs
 
 
 def tiny(size=32, channels=1, **over):
@@ -201,10 +201,7 @@ def test_save_load_and_export_give_the_same_scores(tmp_path):
     x = batch(4)
     tf.function(m.train_step)({"image": tf.constant(batch())})  # move BN statistics away from their init
     ref = m.score(x)
-    run = tmp_path / "run"
-    run.mkdir()
-    m.save(run / "model.keras")
-    save_config(cfg, run / "config.yaml")
+    run = save_run(m, cfg, tmp_path / "run")
     again = load_model(run)
     assert isinstance(again, GANomaly)
     for k in ref:

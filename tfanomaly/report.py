@@ -155,6 +155,34 @@ def plot_worst(s, res, path: Path, n: int = 8):
     return True
 
 
+def ranking(scores, n: int):
+    """Indices of the ``n`` lowest and the ``n`` highest scores (at most half each)."""
+    order = np.argsort(scores, kind="stable")
+    n = min(n, len(order) // 2)
+    return order[:n], order[::-1][:n]
+
+
+def plot_ranking(s, path: Path, n: int = 8) -> bool:
+    """The unsupervised ranking: the ``n`` least and the ``n`` most anomalous
+    test samples by score (all of the test set, labels only in the titles)."""
+    if not s.keep_images or len(s.scores) < 2:
+        return False
+    least, most = ranking(s.scores, n)
+    n = len(least)
+    rows = [("least", least), ("most", most)]
+    fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
+    for row, (kind, idx) in zip(axes, rows):
+        for a, i in zip(row, idx):
+            img = np.asarray(s.keep_images["image"][i], np.float32)
+            a.imshow(img[..., 0] if img.shape[-1] in (1, 4) else img[..., :3], cmap="gray", vmin=0, vmax=1)
+            a.set_title(f"{'bad' if s.labels[i] else 'good'} {s.scores[i]:.3g}", fontsize=6, color="red" if s.labels[i] else "black")
+            a.axis("off")
+        row[0].text(-0.15, 0.5, f"{kind}\nanomalous", transform=row[0].transAxes, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    return True
+
+
 def _img_tag(path: Path) -> str:
     if not path.exists():
         return ""
@@ -250,6 +278,7 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     plot_curves(s, first, out / "roc.png", out / "pr.png")
     plot_histogram(s, first, out / "histogram.png")
     plot_worst(s, first, out / "worst_cases.png", 2 * max(1, cfg.eval.worst_cases // 2))
+    plot_ranking(s, out / "ranking.png")
 
     def ms(d):
         return f"{d['mean']:.4f} ± {d['std']:.4f}" if not np.isnan(d["mean"]) else "n/a"
@@ -293,5 +322,7 @@ at least {prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs flag it. Accuracy {_fmt
 <h2>Score distributions</h2>{_img_tag(out / 'histogram.png')}
 <h2>Worst cases</h2><p>Highest-scoring false positives and lowest-scoring false negatives (or, where there are none, the closest calls).</p>
 {_img_tag(out / 'worst_cases.png')}
+<h2>Ranking</h2><p>The least and the most anomalous test samples by score (labels only in the titles).</p>
+{_img_tag(out / 'ranking.png')}
 </body></html>"""
     atomic_write_text(out / "report.html", page)

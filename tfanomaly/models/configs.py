@@ -142,3 +142,30 @@ class AutoencoderConfig:
             raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
         if self.variant == "sdc" and not cfg.corrupt.enabled:
             raise ConfigError(f"{src}: corrupt.enabled: the sdc autoencoder trains on patch corruptions; set it to true")
+
+
+@dataclass
+class ADGANConfig:
+    """ADGAN (Deecke et al. 2018): a DCGAN generator trained as a GAN, WGAN or
+    WGAN-GP; the anomaly score is the reconstruction loss left after a search
+    for the latent vector (and optionally a small generator adaptation)."""
+
+    objective: str = checked("gan", one_of("gan", "wgan", "wgan_gp"))
+    latent_dim: int = checked(100, positive)
+    base_width: int = checked(64, positive, help="DCGAN channels at the first (last) layer; doubles per stage")
+    max_width: int = checked(0, non_negative, help="cap on the channels (0 = no cap)")
+    n_critic: int = checked(1, positive, help="critic updates per generator update (5 for WGAN)")
+    clip_value: float = checked(0.01, positive, help="wgan: critic weights clipped to [-c, c]")
+    gp_weight: float = checked(10.0, non_negative, help="wgan_gp: lambda of the gradient penalty")
+    critic_norm: str = checked("auto", one_of("auto", "batch", "layer", "none"), help="auto: batch for gan, layer for wgan_gp, none for wgan")
+    # the latent search of score()
+    n_seed: int = checked(3, positive, help="latent vectors searched per sample")
+    search_steps: int = checked(19, non_negative, help="k: Adam steps of the search")
+    lr_z: float = checked(5e-2, positive, help="gamma_z: Adam learning rate on z")
+    lr_theta: float = checked(0.0, non_negative, help="gamma_theta: Adam learning rate on a per-sample copy of the generator (0 = off; 6e-9 in the 3D study)")
+    search_seed: int = checked(1234, help="seed of the initial latent vectors (the same for every sample)")
+
+    def validate(self, cfg, src):
+        h, w = cfg.data.image_size
+        if h != w or h < 16 or h & (h - 1):
+            raise ConfigError(f"{src}: data.image_size: ADGAN's DCGAN needs a square power-of-two size >= 16, got {cfg.data.image_size}")

@@ -56,20 +56,29 @@ def _bn(name):
     return layers.BatchNormalization(gamma_initializer=_GAMMA_INIT, name=name)
 
 
-def dcgan_encoder(shape, out_dim: int, base: int, cap: int, extra: int, name: str, features: bool = False) -> keras.Model:
-    """[S, S, C] -> [1, 1, out_dim] (GANomaly's Encoder). With ``features`` the
-    model also returns the last 4x4 feature map (the discriminator's f_D)."""
+def _norm(kind, name):
+    if kind == "batch":
+        return _bn(name)
+    if kind == "layer":  # per-sample normalisation: keeps the WGAN-GP penalty per sample
+        return layers.LayerNormalization(axis=[1, 2, 3], name=name)
+    return layers.Identity(name=name)
+
+
+def dcgan_encoder(shape, out_dim: int, base: int, cap: int, extra: int, name: str, features: bool = False, norm: str = "batch") -> keras.Model:
+    """[S, S, C] -> [1, 1, out_dim] (GANomaly's Encoder, the DCGAN discriminator).
+    With ``features`` the model also returns the last 4x4 feature map (the
+    discriminator's f_D). ``norm``: batch (DCGAN), layer or none (WGAN critics)."""
     widths = dcgan_widths(shape[0], base, cap)
     inp = keras.Input(shape, name=f"{name}_input")
     x = layers.Conv2D(widths[0], 4, strides=2, padding="same", use_bias=False, kernel_initializer=_INIT, name=f"{name}_conv1")(inp)
     x = layers.LeakyReLU(0.2, name=f"{name}_lrelu1")(x)
     for t in range(extra):
         x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, kernel_initializer=_INIT, name=f"{name}_extra{t + 1}_conv")(x)
-        x = _bn(f"{name}_extra{t + 1}_bn")(x)
+        x = _norm(norm, f"{name}_extra{t + 1}_bn")(x)
         x = layers.LeakyReLU(0.2, name=f"{name}_extra{t + 1}_lrelu")(x)
     for i, w in enumerate(widths[1:], start=2):
         x = layers.Conv2D(w, 4, strides=2, padding="same", use_bias=False, kernel_initializer=_INIT, name=f"{name}_conv{i}")(x)
-        x = _bn(f"{name}_bn{i}")(x)
+        x = _norm(norm, f"{name}_bn{i}")(x)
         x = layers.LeakyReLU(0.2, name=f"{name}_lrelu{i}")(x)
     feats = x
     z = layers.Conv2D(out_dim, 4, padding="valid", use_bias=False, kernel_initializer=_INIT, dtype="float32", name=f"{name}_out")(x)

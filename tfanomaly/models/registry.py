@@ -14,6 +14,7 @@ _FAMILIES = {
     "grdnet": (configs.GRDNetConfig, "tfanomaly.models.grdnet:GRDNet"),
     "ganomaly": (configs.GANomalyConfig, "tfanomaly.models.ganomaly:GANomaly"),
     "autoencoder": (configs.AutoencoderConfig, "tfanomaly.models.autoencoder:Autoencoder"),
+    "adgan": (configs.ADGANConfig, "tfanomaly.models.adgan:ADGAN"),
 }
 
 
