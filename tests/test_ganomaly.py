@@ -166,10 +166,12 @@ def test_train_steps_lower_the_generator_loss():
     m = build(tiny(**{"train.learning_rate": 2e-3}))
     b = {"image": tf.constant(batch())}
     step = tf.function(m.train_step)
-    first = float(step(b)["g_loss"])
-    for _ in range(25):
+    first = step(b)
+    for _ in range(30):
         out = step(b)
-    assert float(out["g_loss"]) < 0.5 * first
+    # L_G falls, driven by its reconstruction term (the adversarial term moves with D)
+    assert float(out["g_loss"]) < 0.6 * float(first["g_loss"])
+    assert float(out["con"]) < 0.5 * float(first["con"])
     assert float(out["d_reinits"]) == 0
 
 
@@ -222,7 +224,7 @@ def test_save_load_and_export_give_the_same_scores(tmp_path):
 
 
 def shrink(cfg):
-    size = 64 if cfg.model.encoder == "resnet50" else 32
+    size = 32
     return [f"data.image_size=[{size}, {size}]", "model.latent_dim=16", "model.base_width=8", "model.max_width=32",
             "model.vgg_weights=none", "model.resnet_weights=none", "train.batch_size=2"], size
 
