@@ -176,3 +176,33 @@ def test_cpp_bad_inputs_exit_codes(binary, exported, tmp_path):
     r = run_cpp(binary, path, tmp_path / "missing.png")
     assert r.returncode == 5 and "cannot read" in r.stderr
     assert "Aborted" not in r.stderr and "terminate" not in r.stderr
+
+
+FAMILY_CFGS = {
+    "ganomaly": ["model.base_width=8", "model.latent_dim=16"],
+    "autoencoder": ["model.variant=sdc", "corrupt.enabled=true", "model.sdc_width=8", "model.dilations=[1, 2, 4]", "model.ssim_window=7"],
+    "adgan": ["model.base_width=8", "model.latent_dim=8", "model.search_steps=5"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CFGS))
+def test_cpp_equals_python_for_every_family(binary, tmp_path, family):
+    from tfanomaly.config import load_config
+    from tests.conftest import save_run
+
+    cfg = load_config(None, [f"family={family}", "data.root=unused", "data.image_size=[32, 32]", "perturb.enabled=false",
+                             *FAMILY_CFGS[family]])
+    tf.keras.utils.set_random_seed(0)
+    model = registry.build(cfg)
+    run = save_run(model, cfg, tmp_path / "run")
+    path = export(run, tmp_path / "sm")
+    _, x = images(3, seed=5)
+    ref = model.score(x)["score"].numpy()
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"n{i}.npy")
+        np.save(files[-1], x[i])
+    r = run_cpp(binary, path, *files, "--json", "--batch", 2)
+    assert r.returncode == 0, r.stderr
+    scores = np.array([im["score"] for im in json.loads(r.stdout)["images"]], np.float32)
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-6)
