@@ -267,3 +267,19 @@ def test_every_shipped_config_train_step_runs(name):
     small = load_config(ROOT / "configs" / name, [f"data.image_size=[{size}, {size}]", "model.base_width=8", "model.max_width=16",
                                                   "model.sdc_width=8", "model.latent_dim=16", "model.ssim_window=7", "train.batch_size=2"])
     assert_one_train_step(build(small), size, small.data.channels)
+
+
+def test_texture_folder_is_loaded_at_the_patch_size(tmp_path):
+    import cv2
+
+    from tfanomaly.data.pipeline import load_textures
+
+    (tmp_path / "tex").mkdir()
+    cv2.imwrite(str(tmp_path / "tex" / "a.png"), np.full((50, 70), 255, np.uint8))
+    cv2.imwrite(str(tmp_path / "tex" / "b.jpg"), np.zeros((40, 40), np.uint8))
+    t = load_textures(tiny("sdc", **{"corrupt.texture_dir": str(tmp_path / "tex")})).numpy()
+    assert t.shape == (2, 32, 32, 1)
+    np.testing.assert_allclose(t[0], 1.0)
+    assert np.abs(t[1]).max() < 0.02
+    with pytest.raises(ConfigError, match="corrupt.texture_dir: expected a folder of images"):
+        load_textures(tiny("sdc", **{"corrupt.texture_dir": str(tmp_path / "missing")}))
