@@ -19,6 +19,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from _common import peak_rss_mb  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 VARIANTS = {
     "baseline": ["model.encoder=dcgan", "model.recon_loss=l1"],
     "relu3_3": ["model.encoder=dcgan", "model.recon_loss=perceptual", "model.perceptual_taps=[relu3_3]"],
@@ -26,13 +28,6 @@ VARIANTS = {
     "resnet50+relu3_3": ["model.encoder=resnet50", "model.recon_loss=perceptual", "model.perceptual_taps=[relu3_3]"],
 }
 
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def one(config: str, variant: str, batch: int, steps: int, overrides: list[str]) -> dict:

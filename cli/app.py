@@ -46,6 +46,15 @@ def _echo(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _seeds(text: str | None, option: str):
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
 @app.command()
 def train(
     family: str = typer.Argument(..., help="Model family: " + ", ".join(registry.names()) + "."),
@@ -53,6 +62,11 @@ def train(
     set_: Optional[List[str]] = SET,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory where it stopped."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: train.out_dir/<config name>)."),
+    split_seeds: Optional[str] = typer.Option(
+        None, "--split-seeds",
+        help="Repeated data splits: one run per seed (sets seed and data.split.seed) in RUN_DIR/split_<seed>; "
+        "finished splits are skipped, unfinished ones resumed. Evaluate them all with `tfanomaly eval --model RUN_DIR`.",
+    ),
 ):
     """Train a model family on the data of a config; writes a run directory."""
     from tfanomaly.models import registry
@@ -60,11 +74,25 @@ def train(
     if family not in registry.names():
         raise UserError(f"train: unknown family {family!r}; expected one of {', '.join(registry.names())}")
     cfg = _load(config, set_, family)
+    from tfanomaly.train import default_run_dir
     from tfanomaly.train import train as run_train
 
-    run = run_train(cfg, run_dir, resume)
-    summary = json.loads((run / "train_summary.json").read_text())
-    _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run}/model.keras")
+    def report(run):
+        summary = json.loads((run / "train_summary.json").read_text())
+        _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run}/model.keras")
+
+    seeds = _seeds(split_seeds, "--split-seeds")
+    if not seeds:
+        report(run_train(cfg, run_dir, resume))
+        return
+    parent = run_dir or default_run_dir(cfg)
+    for s in seeds:
+        sub = parent / f"split_{s}"
+        if (sub / "train_summary.json").exists() and (sub / "model.keras").exists():
+            _echo(f"{sub}: already trained, skipped")
+            continue
+        cfg_s = _load(config, [*(set_ or []), f"seed={s}", f"data.split.seed={s}"], family)
+        report(run_train(cfg_s, sub, resume=resume or (sub / "config.yaml").exists()))
 
 
 @app.command("eval")
@@ -72,23 +100,35 @@ def eval_(
     model: Path = typer.Option(..., "--model", "-m", help="Run directory of a trained model."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config (default: the run's config.yaml)."),
     calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Threshold rule: youden, max_accuracy, zero_fn, n_sigma, percentile, iqr."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds of repeated calibration/report splits, e.g. 0,1,2."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds",
+        help="Comma-separated seeds of repeated calibration/report splits, e.g. 0,1,2. For a folder of split_<seed> runs "
+        "(train --split-seeds): the splits to evaluate (default all), each calibrated with its own seed.",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Eval directory (default: RUN/eval)."),
     force: bool = typer.Option(False, "--force", help="Allow calibrating on the reported split (eval.calibration_fraction: 0)."),
     shift: bool = typer.Option(False, "--shift", help="Also evaluate under the test-time domain shift of eval.shift (report in OUT/shift)."),
     set_: Optional[List[str]] = SET,
 ):
-    """Score the test set, calibrate thresholds, write metrics, tables, plots and an HTML report."""
+    """Score the test set, calibrate thresholds, write metrics, tables, plots and an HTML report.
+
+    MODEL may also be a folder of split_<seed> runs (train --split-seeds): each is
+    evaluated on its own test split and the table gives the mean and std over splits."""
     from tfanomaly.config import load_config
 
+    seed_list = _seeds(seeds, "--seeds")
+    if not (model / "model.keras").exists() and not config:
+        from tfanomaly.evaluate import evaluate_splits, split_runs, splits_table
+
+        if split_runs(model):
+            if set_ or shift:
+                raise UserError("--set and --shift apply to one run; evaluate a split_<seed> run on its own for them")
+            summary = evaluate_splits(model, calibrate, seed_list, force, out)
+            typer.echo(splits_table(summary))
+            _echo(f"per-split reports -> {model}/split_*/eval/; table -> {out or model / 'eval'}/splits.md")
+            return
     cfg_path = config or model / "config.yaml"
     cfg = load_config(cfg_path, set_ or [])
-    seed_list = None
-    if seeds:
-        try:
-            seed_list = [int(v) for v in seeds.split(",") if v.strip()]
-        except ValueError:
-            raise UserError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     from tfanomaly.evaluate import evaluate
     from tfanomaly.report import console_summary
     from tfanomaly.train import load_model

@@ -104,3 +104,21 @@ def test_per_run_max_and_k_of_n_boundary():
     assert v["defective"] is False and v["flagged_runs"] == 6 and v["needed"] == 7
     # 5 runs present: k scales to ceil(7 * 5 / 10) = 4
     assert aggregation.k_of_n({("Q", r): r <= 4 for r in range(5)}, 7, 10)["Q"]["needed"] == 4
+
+
+def test_best_and_zfn_accuracy_by_hand():
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.6, 0.7, 0.3, 0.8, 0.9, 0.95]
+    # best threshold 0.8: flags 0.8, 0.9, 0.95 -> 3 TP + 4 TN = 7/8
+    assert metrics.max_accuracy(labels, scores) == pytest.approx(7 / 8)
+    # ZFN threshold = lowest defect 0.3: flags 0.3 and up -> 4 TP, TN only 0.1 and 0.2 -> 6/8
+    assert metrics.zfn_accuracy(labels, scores) == pytest.approx(6 / 8)
+    # brute force over every threshold agrees with the ROC-based max
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = rng.normal(size=300) + y
+    brute = max(np.mean((s >= t) == (y == 1)) for t in np.append(s, np.inf))
+    assert metrics.max_accuracy(y, s) == pytest.approx(brute)
+    assert metrics.zfn_accuracy(y, s) == pytest.approx(np.mean((s >= s[y == 1].min()) == (y == 1)))
+    m = metrics.image_metrics(y, s)
+    assert m["max_accuracy"] >= m["zfn_accuracy"] and np.isnan(metrics.zfn_accuracy([0, 0], [1, 2]))

@@ -182,6 +182,7 @@ FAMILY_CFGS = {
     "ganomaly": ["model.base_width=8", "model.latent_dim=16"],
     "autoencoder": ["model.variant=sdc", "corrupt.enabled=true", "model.sdc_width=8", "model.dilations=[1, 2, 4]", "model.ssim_window=7"],
     "adgan": ["model.base_width=8", "model.latent_dim=8", "model.search_steps=5"],
+    "cyclegan": ["model.gen_base=8", "model.disc_base=8", "model.n_res=1", "model.disc_layers=2"],
 }
 
 

@@ -58,3 +58,45 @@ def test_eval_dataset_keeps_ids(vial_data):
     batch = next(iter(data.eval_dataset(batch_size=16)))
     assert set(batch) >= {"image", "mask", "label", "product", "run", "frame", "vial", "region"}
     assert batch["image"].dtype == tf.float32 and float(tf.reduce_max(batch["image"])) <= 1.0
+
+
+def test_rot90_moves_the_mask_with_the_image():
+    import numpy as np
+    import tensorflow as tf
+
+    from tfanomaly.config import load_config
+    from tfanomaly.data.augment import augment
+
+    aug = load_config(None, ["augment.rotation=0", "augment.rot90=true", "augment.vflip=false", "augment.hflip=false"]).augment
+    img = np.zeros((16, 16, 1), np.float32)
+    img[2:5, 9:14] = 1.0
+    seen = set()
+    for s in range(12):
+        a, m = augment(tf.constant(img), tf.constant(img), tf.constant([7, s], tf.int64), aug)
+        a, m = a.numpy(), m.numpy()
+        np.testing.assert_array_equal(a, m)
+        k = [k for k in range(4) if np.array_equal(a, np.rot90(img, k))]
+        assert len(k) == 1
+        seen.add(k[0])
+    assert seen == {0, 1, 2, 3}
+
+
+def test_interpolation_setting_reaches_the_resize(tmp_path):
+    import cv2
+    import numpy as np
+    import tensorflow as tf
+
+    from tfanomaly.config import load_config
+    from tfanomaly.data.pipeline import Data
+
+    raw = np.random.default_rng(0).integers(0, 255, (40, 30), dtype=np.uint8)
+    (tmp_path / "good").mkdir()
+    cv2.imwrite(str(tmp_path / "good" / "a.png"), raw)
+    out = {}
+    for method in ("bilinear", "bicubic"):
+        cfg = load_config(None, ["data.source=folder", f"data.root={tmp_path}", "data.image_size=[16, 16]",
+                                 f"data.interpolation={method}", "data.split.train_fraction=1.0"])
+        out[method] = next(Data(cfg).patches("train", True).as_numpy_iterator())["image"]
+        want = tf.image.resize(raw[..., None].astype(np.float32), [16, 16], method).numpy()
+        np.testing.assert_array_equal(out[method], np.clip(np.round(want), 0, 255).astype(np.uint8))
+    assert not np.array_equal(out["bilinear"], out["bicubic"])

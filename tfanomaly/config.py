@@ -142,7 +142,12 @@ class RGBDConfig:
 class SplitConfig:
     """Train/test split of good images where the layout has none (folder, polygons, vials)."""
 
-    train_fraction: float = checked(0.8, unit_interval)
+    mode: str = checked(
+        "one_class", one_of("one_class", "balanced"),
+        help="one_class: good images split by train_fraction, every defect tests; balanced (CycleGAN-AD): "
+        "test = half of the minority class + as many random majority samples, everything else (good and bad) trains",
+    )
+    train_fraction: float = checked(0.8, unit_interval, help="one_class: fraction of the good images that trains")
     seed: int = 0
 
 
@@ -152,6 +157,7 @@ class DataConfig:
     root: str = checked("", help="dataset root folder")
     image_size: list[int] = checked(factory=lambda: [256, 256], check=all_of(length(2), each(positive)), help="patch [height, width]")
     channels: int = checked(1, one_of(1, 3, 4))
+    interpolation: str = checked("bilinear", one_of("bilinear", "bicubic", "area"), help="resize of images to image_size (masks: nearest)")
     # folder layout
     good_dirs: list[str] = checked(factory=lambda: ["good"], help="folders of good images, relative to root")
     defect_dirs: list[str] = checked(factory=list, help="folders of defective images, relative to root")
@@ -179,6 +185,7 @@ class AugmentConfig:
 
     enabled: bool = True
     rotation: float = checked(math.pi / 8, non_negative, help="max abs rotation, radians")
+    rot90: bool = checked(False, help="rotate by a random multiple of 90 degrees (square patches only)")
     vflip: bool = True
     hflip: bool = checked(False, help="off by default: on the vial line a mirrored vial is an anomaly")
     brightness: float = checked(0.0, non_negative, help="max abs brightness delta")
@@ -483,6 +490,10 @@ def _cross_checks(cfg: Config, src: str) -> None:
             f"{src}: train.reduce_on_plateau.patience: reduce-on-plateau scales a constant learning rate, "
             f"but train.lr_schedule is {cfg.train.lr_schedule!r}; set it to constant"
         )
+    if cfg.augment.rot90 and h != w:
+        raise ConfigError(f"{src}: augment.rot90: a 90-degree rotation needs a square data.image_size, got {d.image_size}")
+    if d.split.mode == "balanced" and d.tfrecords:
+        raise ConfigError(f"{src}: data.split.mode: balanced splits whole datasets again and cannot read a TFRecord pack (data.tfrecords); use one_class or read the images")
     check = getattr(cfg.model, "validate", None)
     if check is not None:
         check(cfg, src)

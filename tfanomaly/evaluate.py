@@ -228,6 +228,8 @@ def evaluate(
         "image_auroc": _mean_std([r["image"]["auroc"] for r in per_seed]),
         "image_pr_auc": _mean_std([r["image"]["pr_auc"] for r in per_seed]),
         "optimal_accuracy": _mean_std([r["image"]["optimal_accuracy"] for r in per_seed]),
+        "max_accuracy": _mean_std([r["image"]["max_accuracy"] for r in per_seed]),
+        "zfn_accuracy": _mean_std([r["image"]["zfn_accuracy"] for r in per_seed]),
         "accuracy_at_threshold": _mean_std([r["image"]["at_threshold"]["accuracy"] for r in per_seed]),
         "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
         "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
@@ -243,3 +245,70 @@ def evaluate(
         summary["shift"]["settings"] = dataclasses.asdict(cfg.eval.shift)
     report.write_all(out, s, summary, first, cfg)
     return summary
+
+
+# --------------------------------------------------------------------------
+# Repeated data splits (one trained run per split seed)
+
+SPLIT_KEYS = ("image_auroc", "max_accuracy", "zfn_accuracy", "accuracy_at_threshold", "f1_at_threshold", "optimal_accuracy")
+
+
+def split_runs(parent: str | Path) -> dict[int, Path]:
+    """``{split seed: run dir}`` of the ``split_<seed>`` runs in ``parent``
+    (written by ``tfanomaly train --split-seeds``)."""
+    out = {}
+    for p in Path(parent).glob("split_*"):
+        tail = p.name[len("split_"):]
+        if p.is_dir() and tail.isdigit():
+            out[int(tail)] = p
+    return dict(sorted(out.items()))
+
+
+def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int] | None = None, force: bool = False, out_dir: str | Path | None = None) -> dict:
+    """Evaluate every ``split_<seed>`` run of ``parent`` (each on its own test
+    split, calibrating with its own seed) and report the mean and std over the
+    splits. Writes each run's report to ``RUN/eval`` and the table to
+    ``out_dir`` (default ``parent/eval``): ``splits.json`` and ``splits.md``."""
+    import json
+
+    from tfanomaly.config import atomic_write_text, load_config
+    from tfanomaly.train import load_model
+
+    parent = Path(parent)
+    runs = split_runs(parent)
+    if seeds:
+        missing = [s for s in seeds if s not in runs]
+        if missing:
+            raise UserError(f"{parent}: no split_{missing[0]} run (found: {', '.join(f'split_{s}' for s in runs) or 'none'})")
+        runs = {s: runs[s] for s in seeds}
+    if not runs:
+        raise UserError(f"{parent}: neither a run (model.keras) nor a folder of split_<seed> runs")
+    rows = []
+    for s, run in runs.items():
+        if not (run / "model.keras").exists():
+            raise UserError(f"{run}: no model.keras: this split has not finished training (resume it with `tfanomaly train ... --split-seeds {s} --run-dir {parent}`)")
+        cfg = load_config(run / "config.yaml")
+        summ = evaluate(load_model(run), cfg, run / "eval", rule, [s], force)
+        row = {"split_seed": s, "rule": summ["rule"], "n_reported": summ["runs"][0]["n_reported"]}
+        row.update({k: summ[k]["mean"] for k in SPLIT_KEYS})
+        row["pixel_auroc"] = summ.get("pixel_auroc", float("nan"))
+        rows.append(row)
+    keys = (*SPLIT_KEYS, "pixel_auroc")
+    summary = {"parent": str(parent), "rule": rows[0]["rule"], "splits": rows, **{k: _mean_std([r[k] for r in rows]) for k in keys}}
+    out = Path(out_dir) if out_dir else parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "splits.json", json.dumps(summary, indent=2, default=float))
+    atomic_write_text(out / "splits.md", splits_table(summary) + "\n")
+    return summary
+
+
+def splits_table(summary: dict) -> str:
+    """Markdown: one row per split, then mean ± std."""
+    rule = summary["rule"]
+    cols = [("image_auroc", "AUROC"), ("max_accuracy", "ACC (oracle)"), ("zfn_accuracy", "ZFN acc. (oracle)"),
+            (("accuracy_at_threshold"), f"acc. at {rule} (calibrated)"), ("pixel_auroc", "pixel AUROC")]
+    lines = ["| split seed | test images | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for r in summary["splits"]:
+        lines.append(f"| {r['split_seed']} | {r['n_reported']} | " + " | ".join(f"{r[k]:.4f}" for k, _ in cols) + " |")
+    lines.append("| mean ± std | | " + " | ".join(f"{summary[k]['mean']:.4f} ± {summary[k]['std']:.4f}" for k, _ in cols) + " |")
+    return "\n".join(lines)

@@ -126,7 +126,7 @@ def load_imagenet_weights(model, arch: str, weights: str, size) -> None:
 
     if weights == "none":
         return
-    app = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[arch]
+    app = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50, "inception_v3": keras.applications.InceptionV3}[arch]
     try:
         ref = app(include_top=False, weights=weights, input_shape=(size[0], size[1], 3))
     except Exception as e:  # download refused offline, unreadable file, wrong file

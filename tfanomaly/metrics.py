@@ -72,6 +72,27 @@ def optimal_accuracy(labels, scores) -> dict:
     return {"threshold": float(thr[i]), "accuracy": float((tpr[i] + 1 - fpr[i]) / 2), "tpr": float(tpr[i]), "tnr": float(1 - fpr[i])}
 
 
+def max_accuracy(labels, scores) -> float:
+    """The best accuracy any threshold reaches on these samples (the CycleGAN-AD
+    paper's ACC; an oracle: the threshold is chosen on the reported data)."""
+    labels, scores = _check(labels, scores)
+    if not both_classes(labels):
+        return float("nan")
+    fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+    p, n = labels.sum(), labels.size - labels.sum()
+    return float(np.max((tpr * p + (1 - fpr) * n) / labels.size))
+
+
+def zfn_accuracy(labels, scores) -> float:
+    """Accuracy at the zero-false-negative threshold of these samples (the
+    lowest defective score; flag scores >= it): the paper's ZFN accuracy."""
+    labels, scores = _check(labels, scores)
+    if not both_classes(labels):
+        return float("nan")
+    t = scores[labels == 1].min()
+    return float(np.mean((scores >= t) == (labels == 1)))
+
+
 def pixel_auroc(masks, heatmaps, max_pixels: int = 20_000_000, seed: int = 0) -> float:
     """ROC-AUC over all pixels of all images (a fixed random subset above max_pixels)."""
     y = (np.asarray(masks) > 0.5).ravel()
@@ -129,6 +150,8 @@ def image_metrics(labels, scores, threshold=None) -> dict:
         "auroc": roc_auc(labels, scores),
         "pr_auc": pr_auc(labels, scores),
         "optimal_accuracy": optimal_accuracy(labels, scores)["accuracy"],
+        "max_accuracy": max_accuracy(labels, scores),
+        "zfn_accuracy": zfn_accuracy(labels, scores),
     }
     if threshold is not None:
         out["at_threshold"] = at_threshold(labels, scores, threshold)

@@ -2,7 +2,7 @@
 
 For a vial-strip model every input is a strip image, cut into its 20 patches
 (5 vials x 4 regions) by the run's ``data.strip`` boxes; a strip is flagged
-when any patch is. Other models take each image whole, resized (bilinear) to
+when any patch is. Other models take each image whole, resized (data.interpolation) to
 the model's input size.
 """
 
@@ -44,8 +44,8 @@ def _read(path: Path, channels: int) -> np.ndarray:
     return img
 
 
-def _resize(img, h, w):
-    out = tf.image.resize(tf.constant(img, tf.float32), [h, w], "bilinear")
+def _resize(img, h, w, method="bilinear"):
+    out = tf.image.resize(tf.constant(img, tf.float32), [h, w], method)
     return tf.clip_by_value(tf.round(out), 0, 255).numpy() / 255.0
 
 
@@ -67,10 +67,10 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
             if img.shape[0] < need[0] or img.shape[1] < need[1]:
                 raise DataError(f"{p}: strip image is {img.shape[1]}x{img.shape[0]}, smaller than the boxes of data.strip ({need[1]}x{need[0]})")
             for v, r, (y0, x0, y1, x1) in boxes:
-                patches.append(_resize(img[y0:y1, x0:x1], h, w))
+                patches.append(_resize(img[y0:y1, x0:x1], h, w, cfg.data.interpolation))
                 meta.append({"file": str(p), "vial": v, "region": r})
         else:
-            patches.append(_resize(img, h, w))
+            patches.append(_resize(img, h, w, cfg.data.interpolation))
             meta.append({"file": str(p), "vial": 0, "region": region if region is not None else 0})
     if not patches:
         raise UserError("predict: no images given")

@@ -155,11 +155,12 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     strategy = runtime.strategy_for(cfg)
     data = Data(cfg)
     global_batch = cfg.train.batch_size
-    n_patches = data.train_patches()
+    two_domain = registry.model_class(cfg.family).trains_on_defects
+    n_patches = data.train_patches(two_domain)
     steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
     total_steps = steps * cfg.train.epochs
     accum = cfg.train.grad_accum_steps  # batches per optimizer update
-    ds = data.train_dataset(global_batch)
+    ds = data.train_dataset(global_batch, two_domain)
     sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
 
     with strategy.scope():

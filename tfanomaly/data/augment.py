@@ -45,6 +45,11 @@ def augment(image, mask, seed, cfg):
         angle = tf.random.stateless_uniform([], seeds[0], -cfg.rotation, cfg.rotation)
         image = rotate(image, angle)
         mask = rotate(mask, angle, interpolation="NEAREST")
+    if cfg.rot90:  # square patches (checked by the config)
+        s90 = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 90)  # the other draws stay as they were
+        k = tf.random.stateless_uniform([], s90, 0, 4, dtype=tf.int32)
+        image = tf.image.rot90(image, k)
+        mask = tf.image.rot90(mask, k)
     if cfg.vflip:
         flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
         image = tf.cond(flip, lambda: tf.reverse(image, [0]), lambda: image)

@@ -100,9 +100,11 @@ class PatchSource:
         d = self.cfg.data
         return d.frames_per_acquisition + len(d.rank_images) if training else len(d.eval_frames)
 
-    def count(self, subset: str, training: bool) -> int:
+    def count(self, subset: str, training: bool, labels: tuple[int, ...] = (0, 1)) -> int:
         n = 0
         for it in self.index.subset(subset):
+            if it.label not in labels:
+                continue
             n += len(self.boxes) * self.images_per_acquisition(training) if it.kind == "acquisition" else 1
         return n
 
@@ -128,6 +130,7 @@ class PatchSource:
         }
         size, channels, rgbd = self.size, self.channels, self.cfg.data.source == "rgbd"
         rgbd_cfg, surface = self.cfg.data.rgbd, self.surface
+        interp = self.cfg.data.interpolation
 
         def load(e):
             if rgbd:
@@ -142,7 +145,7 @@ class PatchSource:
             y1 = tf.where(full, tf.shape(img)[0], box[2])
             x1 = tf.where(full, tf.shape(img)[1], box[3])
             b = tf.stack([box[0], box[1], y1, x1])
-            img = _resize(_crop(img, b), size, "bilinear")
+            img = _resize(_crop(img, b), size, interp)
             mask = _resize(_crop(mask, b), size, "nearest")
             img.set_shape(size + [channels])
             mask.set_shape(size + [1])
@@ -167,6 +170,7 @@ class PatchSource:
         ranks = list(d.rank_images) if training else []
         frames_used = list(range(a)) if training else list(d.eval_frames)
         size, channels, boxes = self.size, self.channels, self.boxes
+        interp = d.interpolation
         table = {
             "paths": [it.paths for it in items],
             "masks": [it.masks for it in items],
@@ -192,7 +196,7 @@ class PatchSource:
             msk = tf.concat(mparts, 0)
             out_i, out_m = [], []
             for _, _, (y0, x0, y1, x1) in boxes:
-                out_i.append(_resize(imgs[:, y0:y1, x0:x1], size, "bilinear"))
+                out_i.append(_resize(imgs[:, y0:y1, x0:x1], size, interp))
                 out_m.append(_resize(msk[:, y0:y1, x0:x1], size, "nearest"))
             pi = tf.reshape(tf.stack(out_i), [-1] + size + [channels])  # box-major
             pm = tf.reshape(tf.stack(out_m), [-1] + size + [1])
@@ -342,19 +346,22 @@ def to_float(image):
     return tf.cast(image, tf.float32) / 255.0
 
 
-def training_map(cfg, textures=None):
+def training_map(cfg, textures=None, stream: int = 0):
     """Per-element training transform: uint8 patch -> augmented, perturbed floats.
 
     ``perturbed`` is the network input: the Perlin perturbation X_n (GRD-Net),
     the patch-transformation corruption x_hat (self-supervised autoencoder), or
     the image itself; ``perturb_mask`` is M (binary for Perlin, soft for the
-    corruption) and ``noise`` the blended-in signal.
+    corruption) and ``noise`` the blended-in signal. ``stream`` > 0 draws an
+    independent sequence of random transforms (a second training domain).
     """
     aug, pert, cor = cfg.augment, cfg.perturb, cfg.corrupt
     base = cfg.seed
 
     def fn(counter, e):
         seed = tf.stack([tf.cast(base, tf.int64), counter])
+        if stream:
+            seed = tf.random.experimental.stateless_fold_in(seed, stream)
         s = tf.random.experimental.stateless_split(seed, num=2)
         image = to_float(e["image"])
         mask = to_float(e["mask"])
@@ -449,33 +456,55 @@ class Data:
                 hold_out_validation(self.index, cfg.train.validation_fraction, cfg.seed)
             self.source = PatchSource(cfg, self.index)
 
-    def count(self, subset: str, training: bool) -> int:
-        if self.pack_info is not None:
+    def count(self, subset: str, training: bool, labels: tuple[int, ...] | None = None) -> int:
+        """Patches of a subset (training: good only, unless ``labels`` says)."""
+        if self.pack_info is not None:  # packs hold good training patches only
             return self.pack_info["subsets"].get(subset, {}).get("patches", 0)
-        return self.source.count(subset, training)
+        labels = labels or ((0,) if training else (0, 1))
+        return self.source.count(subset, training, labels)
 
-    def patches(self, subset: str, training: bool, shuffle: bool = False) -> tf.data.Dataset:
+    def patches(self, subset: str, training: bool, shuffle: bool = False, labels: tuple[int, ...] | None = None) -> tf.data.Dataset:
         if self.pack_info is not None:
             return read_pack(self.cfg, subset, shuffle, self.cfg.seed)
-        labels = (0,) if training else (0, 1)
+        labels = labels or ((0,) if training else (0, 1))
         return self.source.dataset(subset, training, labels)
 
-    def train_dataset(self, batch_size: int | None = None) -> tf.data.Dataset:
-        """Infinite, shuffled, augmented and perturbed batches of good patches."""
+    def _train_stream(self, label: int, stream: int) -> tf.data.Dataset:
         cfg = self.cfg
-        bs = batch_size or cfg.train.batch_size
-        ds = self.patches("train", training=True, shuffle=True)
+        ds = self.patches("train", training=True, shuffle=True, labels=(label,))
         if cfg.train.max_train_patches:
             ds = ds.take(cfg.train.max_train_patches)
         ds = ds.map(lambda e: {"image": e["image"], "mask": e["mask"]})
         if cfg.data.cache and self.pack_info is None:
             ds = ds.cache()
-        ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.enumerate().map(training_map(cfg, load_textures(cfg)), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed + stream, reshuffle_each_iteration=True).repeat()
+        return ds.enumerate().map(training_map(cfg, load_textures(cfg), stream), num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def train_dataset(self, batch_size: int | None = None, two_domain: bool = False) -> tf.data.Dataset:
+        """Infinite, shuffled, augmented and perturbed batches of good patches.
+
+        ``two_domain`` (CycleGAN-AD): unpaired batches of both classes of the
+        training split, ``image`` good (domain Y) and ``abnormal`` defective
+        (domain X), each shuffled and augmented on its own."""
+        bs = batch_size or self.cfg.train.batch_size
+        ds = self._train_stream(0, 0)
+        if two_domain:
+            if self.pack_info is not None:
+                raise ConfigError(f"{self.cfg.source_file}: data.tfrecords: a pack holds good training patches only; this family trains on defects too")
+            if not self.count("train", True, (1,)):
+                raise DataError(
+                    f"{self.cfg.data.root}: no defective training samples: this family trains on good and defective "
+                    f"images; set data.split.mode: balanced (or add defects to the training split)"
+                )
+            bad = self._train_stream(1, 1)
+            ds = tf.data.Dataset.zip(ds, bad).map(lambda g, b: {**g, "abnormal": b["image"]})
         return ds.batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
 
-    def train_patches(self) -> int:
+    def train_patches(self, two_domain: bool = False) -> int:
+        """Training patches per epoch (two domains: the larger one, as CycleGAN)."""
         n = self.count("train", training=True)
+        if two_domain:
+            n = max(n, self.count("train", True, (1,)))
         if self.cfg.train.max_train_patches:
             n = min(n, self.cfg.train.max_train_patches)
         return n

@@ -440,6 +440,33 @@ def index_polygons(cfg) -> Index:
     return Index(items, chk.skipped, d.source)
 
 
+def balanced_split(index: Index, seed: int, where: str = "") -> None:
+    """CycleGAN-AD's split, in place: pool every sample of the dataset by product
+    (an image, or a vial product with all its acquisitions), then the test set is
+    half of the minority class (floor) plus as many randomly picked products of
+    the majority class, all drawn with ``default_rng(seed)``; everything else
+    trains, good and defective alike (imbalanced on purpose)."""
+    groups: dict[str, list[Item]] = {}
+    for it in index.items:
+        groups.setdefault(it.product, []).append(it)
+    label = {p: max(it.label for it in its) for p, its in groups.items()}
+    good = sorted(p for p in groups if label[p] == 0)
+    bad = sorted(p for p in groups if label[p] == 1)
+    minority, majority = (bad, good) if len(bad) <= len(good) else (good, bad)
+    k = len(minority) // 2
+    if k == 0:
+        raise DataError(
+            f"{where}: data.split.mode balanced needs at least 2 good and 2 defective samples, "
+            f"found {len(good)} good and {len(bad)} defective"
+        )
+    rng = np.random.default_rng(seed)
+    test = {minority[i] for i in rng.permutation(len(minority))[:k]}
+    test |= {majority[i] for i in rng.permutation(len(majority))[:k]}
+    for p, its in groups.items():
+        for it in its:
+            it.subset = "test" if p in test else "train"
+
+
 def build_index(cfg) -> Index:
     d = cfg.data
     if not d.root:
@@ -460,6 +487,8 @@ def build_index(cfg) -> Index:
         idx = index_polygons(cfg)
     if not idx.items:
         raise DataError(f"{d.root}: no usable samples found (source {d.source}; {len(idx.skipped)} skipped)")
+    if d.split.mode == "balanced":
+        balanced_split(idx, d.split.seed, d.root)
     if idx.skipped:
         log.warning("%d file(s) skipped (data.on_error: skip); first: %s: %s", len(idx.skipped), *idx.skipped[0])
     return idx
@@ -471,6 +500,7 @@ def summarize(idx: Index) -> dict:
         "source": idx.source,
         "items": len(idx.items),
         "train_good": c[("train", 0)],
+        "train_defective": c[("train", 1)],
         "test_good": c[("test", 0)],
         "test_defective": c[("test", 1)],
         "skipped": len(idx.skipped),

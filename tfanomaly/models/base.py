@@ -62,6 +62,7 @@ class AnomalyModel(keras.Model):
 
     family: str = ""
     config_class = None
+    trains_on_defects = False  # True: batches carry "abnormal" images of the defective class too
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(**kwargs)

@@ -169,3 +169,39 @@ class ADGANConfig:
         h, w = cfg.data.image_size
         if h != w or h < 16 or h & (h - 1):
             raise ConfigError(f"{src}: data.image_size: ADGAN's DCGAN needs a square power-of-two size >= 16, got {cfg.data.image_size}")
+
+
+# InceptionV3 blocks (Keras layer names) that FID features may come from.
+INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN-AD: generators G (abnormal -> normal, used at inference) and F,
+    PatchGAN discriminators D_Y and D_X; trained on good and defective images
+    (``data.split.mode: balanced``); score SSE or per-image FID of x vs G(x)."""
+
+    gen_base: int = checked(64, positive, help="channels of c7s1 (d/u layers: 2x and 4x)")
+    n_res: int = checked(0, non_negative, help="residual blocks (0 = 9 at >= 256 px, else 6, as CycleGAN)")
+    disc_base: int = checked(64, positive, help="channels of the first PatchGAN layer (C64-C128-C256-C512)")
+    disc_layers: int = checked(3, positive, help="stride-2 PatchGAN layers (3 = the 70x70 PatchGAN)")
+    adversarial: str = checked("lsgan", one_of("lsgan", "bce"), help="least squares (CycleGAN code) or log-likelihood (the paper's formula)")
+    lambda_cyc: float = checked(10.0, non_negative)
+    lambda_ide: float = checked(5.0, non_negative)
+    score: str = checked("sse", one_of("sse", "fid"), help="anomaly score of x vs G(x): sum of squared differences or per-image FID")
+    fid_layer: str = checked("mixed2", one_of(*INCEPTION_BLOCKS), help="InceptionV3 block whose positions are the FID samples")
+    fid_size: int = checked(299, lambda v: None if v >= 75 else "InceptionV3 needs >= 75 px", help="images are resized to this for FID")
+    fid_weights: str = checked("imagenet", _weights, help="InceptionV3 weights: none, imagenet or a local .h5 file")
+    disc_lr_ratio: float = checked(1.0, positive, help="discriminator lr relative to train.learning_rate")
+
+    def validate(self, cfg, src):
+        h, w = cfg.data.image_size
+        if h % 4 or w % 4:
+            raise ConfigError(f"{src}: data.image_size: the generator halves H and W twice, so both must be divisible by 4, got {cfg.data.image_size}")
+        f = 2**self.disc_layers
+        if min(h, w) // f < 3:
+            raise ConfigError(f"{src}: model.disc_layers: {self.disc_layers} stride-2 layers leave no patch at data.image_size {cfg.data.image_size}")
+        if self.score == "fid" and cfg.data.channels not in (1, 3):
+            raise ConfigError(f"{src}: model.score: fid feeds InceptionV3, which takes 1 or 3 channels, got data.channels {cfg.data.channels}")
+        if self.fid_weights.endswith(".h5") and not os.path.isfile(self.fid_weights):
+            raise ConfigError(f"{src}: model.fid_weights: expected an existing weights file, got {self.fid_weights!r} (not found)")

@@ -15,6 +15,7 @@ _FAMILIES = {
     "ganomaly": (configs.GANomalyConfig, "tfanomaly.models.ganomaly:GANomaly"),
     "autoencoder": (configs.AutoencoderConfig, "tfanomaly.models.autoencoder:Autoencoder"),
     "adgan": (configs.ADGANConfig, "tfanomaly.models.adgan:ADGAN"),
+    "cyclegan": (configs.CycleGANConfig, "tfanomaly.models.cyclegan:CycleGANAD"),
 }
 
 
