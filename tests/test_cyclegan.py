@@ -230,6 +230,15 @@ def test_two_domain_batches_come_from_the_balanced_training_split(folder_data):
     assert len(train_bad) == 3 and not (train_bad & test_all)
 
 
+def test_validation_hold_out_takes_good_products_only(folder_data):
+    from tfanomaly.data.pipeline import Data
+
+    data = Data(folder_cfg(folder_data, "train.validation_fraction=0.3"))
+    val = data.index.subset("val")
+    assert len(val) == 2 and all(it.label == 0 for it in val)  # round(0.3 * 7) good products
+    assert data.count("train", True) == 5 and data.count("train", True, (1,)) == 3  # every defect still trains
+
+
 def test_one_class_split_gives_a_clear_error_for_a_two_domain_family(folder_data):
     from tfanomaly.data.pipeline import Data
     from tfanomaly.errors import DataError

@@ -427,9 +427,9 @@ def load_textures(cfg):
 
 
 def hold_out_validation(index: Index, fraction: float, seed: int) -> None:
-    """Move a seeded ``fraction`` of the training products (all their patches)
-    to the subset "val"; at least one product stays in training."""
-    products = sorted({it.product for it in index.subset("train")})
+    """Move a seeded ``fraction`` of the good training products (all their
+    patches) to the subset "val"; at least one product stays in training."""
+    products = sorted({it.product for it in index.subset("train") if it.label == 0})  # good ones: validation is clean
     n_val = min(len(products) - 1, max(1, int(round(fraction * len(products)))))
     if n_val < 1:
         return
