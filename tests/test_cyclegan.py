@@ -401,3 +401,16 @@ def test_export_round_trip_holds_only_the_normal_generator(tmp_path):
     from tfanomaly.train import load_model
 
     np.testing.assert_allclose(load_model(run).score(x)["score"].numpy(), ref["score"].numpy(), rtol=1e-6)
+
+
+def test_max_leaky_relu_is_leaky_relu():
+    from tfanomaly.models.cyclegan import MaxLeakyReLU
+
+    x = tf.constant(np.linspace(-3, 3, 61), tf.float32)
+    np.testing.assert_allclose(MaxLeakyReLU(0.2)(x).numpy(), keras.layers.LeakyReLU(0.2)(x).numpy(), atol=0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = MaxLeakyReLU(0.2)(x * x * x)
+    g = tape.gradient(y, x).numpy()
+    xs = x.numpy()
+    np.testing.assert_allclose(g, np.where(xs > 0, 1.0, 0.2) * 3 * xs**2, rtol=1e-6, atol=1e-6)
