@@ -331,5 +331,5 @@ class CycleGANAD(AnomalyModel):
         res = {"Y (good)": batch["image"], "G(Y)": out["reconstruction"], "(Y - G(Y))^2": out["heatmap"]}
         if "abnormal" in batch:
             bad = batch["abnormal"]
-            res.update({"X (defective)": bad, "G(X)": self.normalize(bad), "F(Y)": (self.gen_f(batch["image"] * 2.0 - 1.0) + 1.0) * 0.5})
+            res.update({"X (bad)": bad, "G(X)": self.normalize(bad), "F(Y)": (self.gen_f(batch["image"] * 2.0 - 1.0) + 1.0) * 0.5})
         return res
