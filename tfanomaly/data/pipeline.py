@@ -469,7 +469,7 @@ class Data:
         labels = labels or ((0,) if training else (0, 1))
         return self.source.dataset(subset, training, labels)
 
-    def _train_stream(self, label: int, stream: int) -> tf.data.Dataset:
+    def _train_stream(self, label: int, stream: int, textures) -> tf.data.Dataset:
         cfg = self.cfg
         ds = self.patches("train", training=True, shuffle=True, labels=(label,))
         if cfg.train.max_train_patches:
@@ -478,7 +478,7 @@ class Data:
         if cfg.data.cache and self.pack_info is None:
             ds = ds.cache()
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed + stream, reshuffle_each_iteration=True).repeat()
-        return ds.enumerate().map(training_map(cfg, load_textures(cfg), stream), num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.enumerate().map(training_map(cfg, textures, stream), num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def train_dataset(self, batch_size: int | None = None, two_domain: bool = False) -> tf.data.Dataset:
         """Infinite, shuffled, augmented and perturbed batches of good patches.
@@ -487,7 +487,8 @@ class Data:
         training split, ``image`` good (domain Y) and ``abnormal`` defective
         (domain X), each shuffled and augmented on its own."""
         bs = batch_size or self.cfg.train.batch_size
-        ds = self._train_stream(0, 0)
+        textures = load_textures(self.cfg)  # read once, shared by both streams
+        ds = self._train_stream(0, 0, textures)
         if two_domain:
             if self.pack_info is not None:
                 raise ConfigError(f"{self.cfg.source_file}: data.tfrecords: a pack holds good training patches only; this family trains on defects too")
@@ -496,7 +497,7 @@ class Data:
                     f"{self.cfg.data.root}: no defective training samples: this family trains on good and defective "
                     f"images; set data.split.mode: balanced (or add defects to the training split)"
                 )
-            bad = self._train_stream(1, 1)
+            bad = self._train_stream(1, 1, textures)
             ds = tf.data.Dataset.zip(ds, bad).map(lambda g, b: {**g, "abnormal": b["image"]})
         return ds.batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
 

@@ -223,21 +223,19 @@ class CycleGANAD(AnomalyModel):
             "d_optimizer": (self.cfg.disc_lr_ratio, self.disc_y.trainable_variables + self.disc_x.trainable_variables),
         }
 
+    def _adv(self, logits, target: float):
+        """Per-example adversarial term [B]: least squares or cross-entropy to ``target``."""
+        if self.cfg.adversarial == "lsgan":
+            return losses.l2(logits, tf.fill(tf.shape(logits), target))
+        return losses.bce_logits(logits, target)
+
     def adv_generator(self, fake_logits):
         """Per-example generator adversarial term [B]: fakes should look real."""
-        if self.cfg.adversarial == "lsgan":
-            return losses.l2(fake_logits, tf.ones_like(fake_logits))
-        return losses.bce_logits(fake_logits, 1.0)
+        return self._adv(fake_logits, 1.0)
 
     def adv_discriminator(self, real_logits, fake_logits):
         """Per-example discriminator loss [B], halved as in CycleGAN."""
-        if self.cfg.adversarial == "lsgan":
-            real = losses.l2(real_logits, tf.ones_like(real_logits))
-            fake = losses.l2(fake_logits, tf.zeros_like(fake_logits))
-        else:
-            real = losses.bce_logits(real_logits, 1.0)
-            fake = losses.bce_logits(fake_logits, 0.0)
-        return 0.5 * (real + fake)
+        return 0.5 * (self._adv(real_logits, 1.0) + self._adv(fake_logits, 0.0))
 
     def forward(self, x, y, training=False):
         """All the images and logits of one step (x abnormal, y normal, in [-1, 1])."""
@@ -283,8 +281,8 @@ class CycleGANAD(AnomalyModel):
             terms = self.loss_terms(x, y, self.forward(x, y, training=True))
             g_loss = self._avg(terms["g_loss"])
             d_loss = self._avg(terms["d_loss"])
-        g_vars = self.optimizer_groups()["g_optimizer"][1]
-        d_vars = self.optimizer_groups()["d_optimizer"][1]
+        groups = self.optimizer_groups()
+        g_vars, d_vars = groups["g_optimizer"][1], groups["d_optimizer"][1]
         g_grads = tape.gradient(g_loss, g_vars)
         d_grads = tape.gradient(d_loss, d_vars)
         del tape
