@@ -83,7 +83,7 @@ def train(
 
     seeds = _seeds(split_seeds, "--split-seeds")
     if not seeds:
-        report(run_train(cfg, run_dir, resume))
+        report(run_train(cfg, run_dir, resume, echo=_echo))
         return
     parent = run_dir or default_run_dir(cfg)
     for s in seeds:
@@ -92,7 +92,7 @@ def train(
             _echo(f"{sub}: already trained, skipped")
             continue
         cfg_s = _load(config, [*(set_ or []), f"seed={s}", f"data.split.seed={s}"], family)
-        report(run_train(cfg_s, sub, resume=resume or (sub / "config.yaml").exists()))
+        report(run_train(cfg_s, sub, resume=resume or (sub / "config.yaml").exists(), echo=_echo))
 
 
 @app.command("eval")
@@ -220,7 +220,29 @@ def data_inspect(
     typer.echo(report)
 
 
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with the C++ runtime's start-up lines (CUDA probes on
+    a CPU-only machine: "Could not find cuda drivers", "failed call to cuInit")
+    kept off the terminal. They are written to file descriptor 2 before any log
+    setting applies, so stderr is pointed at /dev/null while TensorFlow loads
+    and finds its devices; Python errors still raise normally afterwards."""
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    if args and not {"--help", "-h"} & set(args):
+        _quiet_tensorflow()
     try:
         app()
     except UserError as e:

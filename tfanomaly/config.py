@@ -152,6 +152,24 @@ class SplitConfig:
 
 
 @dataclass
+class TilingConfig:
+    """Native-scale tiling of whole images (folder, mvtec, polygons, rgbd sources).
+
+    With tiling on, ``data.image_size`` is the *tile* the model sees. Images
+    are resized by ``scale`` only (aspect kept), never squeezed to the tile:
+    training draws random tiles; scoring cuts every image into overlapping
+    tiles at ``stride``, the last row/column of tiles flush with the image's
+    border (no padding), scores them in batches, and returns the max over tiles
+    as the image score and the heatmap stitched at the image's (scaled)
+    resolution, overlaps averaged. An image smaller than a tile is
+    reflect-padded to the tile, and the padding is cut off the heatmap."""
+
+    enabled: bool = checked(False, help="cut images into tiles at a fixed pixel scale (data.image_size = tile)")
+    stride: list[int] = checked(factory=lambda: [32, 32], check=all_of(length(2), each(positive)), help="[sy, sx] between tiles at scoring time")
+    scale: float = checked(1.0, positive, help="resize factor applied to every image (and mask) before tiling")
+
+
+@dataclass
 class DataConfig:
     source: str = checked("vials", one_of("vials", "folder", "mvtec", "polygons", "rgbd"))
     root: str = checked("", help="dataset root folder")
@@ -172,6 +190,7 @@ class DataConfig:
     polygons: PolygonConfig = field(default_factory=PolygonConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
     on_error: str = checked("raise", one_of("raise", "skip"), help="bad files: stop with an error, or skip them (counted and logged)")
     validate: bool = checked(True, help="decode every file once while indexing, to name bad files up front")
     tfrecords: str = checked("", help="folder of TFRecord shards written by `tfanomaly data pack` (empty = read images)")
@@ -252,6 +271,7 @@ class TrainConfig:
     samples_every: int = checked(1, positive, help="save sample grids every N epochs")
     max_train_patches: int = checked(0, non_negative, help="cap on training patches (0 = all)")
     time_budget_minutes: float = checked(0.0, non_negative, help="stop training after this many minutes (0 = no limit)")
+    checkpoint_every: int = checked(0, non_negative, help="also keep checkpoints/step_N.keras every N epochs (learning curves; 0 = off)")
     validation_fraction: float = checked(0.0, lambda v: None if 0 <= v < 1 else "in [0, 1)", help="good training images held out for the validation loss")
     reduce_on_plateau: ReducePlateauConfig = field(default_factory=ReducePlateauConfig)
 
@@ -494,6 +514,14 @@ def _cross_checks(cfg: Config, src: str) -> None:
         raise ConfigError(f"{src}: augment.rot90: a 90-degree rotation needs a square data.image_size, got {d.image_size}")
     if d.split.mode == "balanced" and d.tfrecords:
         raise ConfigError(f"{src}: data.split.mode: balanced splits whole datasets again and cannot read a TFRecord pack (data.tfrecords); use one_class or read the images")
+    if d.tiling.enabled:
+        if d.source == "vials":
+            raise ConfigError(f"{src}: data.tiling.enabled: vial strips are cut into patches by data.strip; tiling is for image sources (folder, mvtec, polygons, rgbd)")
+        if d.tfrecords:
+            raise ConfigError(f"{src}: data.tiling.enabled: a TFRecord pack (data.tfrecords) holds fixed-size patches; read the images to tile them")
+        for st, t in zip(d.tiling.stride, d.image_size):
+            if st > t:
+                raise ConfigError(f"{src}: data.tiling.stride: expected strides <= the tile (data.image_size {d.image_size}) so tiles cover every pixel, got {d.tiling.stride}")
     check = getattr(cfg.model, "validate", None)
     if check is not None:
         check(cfg, src)
@@ -529,10 +557,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

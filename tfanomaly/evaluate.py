@@ -38,11 +38,27 @@ class Scored:
     keep_images: dict = field(default_factory=dict)  # index -> (image, reconstruction)
 
 
-def score_dataset(model, ds, keep: int = 0) -> Scored:
-    """Run ``model.score`` over a dataset of eval batches."""
+def _ragged(arrays: list) -> np.ndarray:
+    """A 1-D object array of per-image arrays of different shapes."""
+    out = np.empty(len(arrays), object)
+    out[:] = arrays
+    return out
+
+
+def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
+    """Run ``model.score`` over a dataset of eval batches; with a ``tiler``
+    (:class:`tfanomaly.tiling.TiledScorer`) each batch holds one whole image,
+    scored by tiles, and heatmaps, masks and kept images are per-image arrays
+    at the image's own resolution (1-D object arrays)."""
     import tensorflow as tf
 
-    score_fn = tf.function(model.score)
+    if tiler is None:
+        score_fn = tf.function(model.score)
+    else:
+        def score_fn(images):
+            o = tiler(images[0])
+            return {k: o[k][None] for k in ("score", "heatmap", "reconstruction")}
+
     cols = {k: [] for k in ("score", "label", "product", "run", "frame", "vial", "region", "heatmap", "mask")}
     images, recons = [], []
     for batch in ds:
@@ -57,6 +73,10 @@ def score_dataset(model, ds, keep: int = 0) -> Scored:
             recons.append(out["reconstruction"].numpy().astype(np.float16))
     if not cols["score"]:
         raise UserError("the test set is empty")
+    if tiler is not None:  # one image per batch, sizes differ
+        for k in ("heatmap", "mask"):
+            cols[k] = [_ragged([a[0] for a in cols[k]])]
+        images, recons = [_ragged([a[0] for a in images])], [_ragged([a[0] for a in recons])]
     cat = {k: np.concatenate(v) for k, v in cols.items()}
     s = Scored(
         scores=cat["score"].astype(np.float64), labels=cat["label"].astype(int),
@@ -152,6 +172,15 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
     return out
 
 
+def _tiler(model, cfg: Config):
+    """The tiled scorer of a run whose config tiles its images (else None)."""
+    if not cfg.data.tiling.enabled:
+        return None
+    from tfanomaly.tiling import TiledScorer
+
+    return TiledScorer.from_config(model, cfg)
+
+
 def _mean_std(values):
     v = np.array([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], np.float64)
     return {"mean": float(v.mean()) if v.size else float("nan"), "std": float(v.std()) if v.size else float("nan")}
@@ -184,7 +213,7 @@ def evaluate(
     seeds = seeds if seeds else [cfg.seed]
     data = data or Data(cfg)
     if scored is None:
-        scored = score_dataset(model, data.eval_dataset("test"), keep=1)
+        scored = score_dataset(model, data.eval_dataset("test"), keep=1, tiler=_tiler(model, cfg))
         if data.index is not None:
             for it in data.index.subset("test"):
                 scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
@@ -214,13 +243,15 @@ def evaluate(
     first = per_seed[0]
     rep = first["_masks"][1]
     pix = {}
-    if s.masks[rep].any():
+    if any(m.any() for m in s.masks[rep]):
         pix = {
             "pixel_auroc": metrics.pixel_auroc(s.masks[rep], s.heatmaps[rep]),
-            "aupro": metrics.aupro(s.masks[rep][:2000], s.heatmaps[rep][:2000].astype(np.float32)),
+            "aupro": metrics.aupro(s.masks[rep][:2000], s.heatmaps[rep][:2000]),
         }
     summary = {
         "family": cfg.family,
+        "source": cfg.data.source,
+        "tiling": dataclasses.asdict(cfg.data.tiling) if cfg.data.tiling.enabled else None,
         "rule": rule,
         "seeds": seeds,
         "calibrated_on_reported_split": same,
@@ -238,7 +269,7 @@ def evaluate(
     }
     out = Path(out_dir)
     if shift:
-        shifted = score_dataset(model, data.eval_dataset("test", shifted=True), keep=1)
+        shifted = score_dataset(model, data.eval_dataset("test", shifted=True), keep=1, tiler=_tiler(model, cfg))
         shifted.product_labels = dict(s.product_labels)
         sh = evaluate(model, cfg, out / "shift", rule, seeds, force_same_split, scored=shifted, data=data)
         summary["shift"] = {k: sh.get(k) for k in ("image_auroc", "optimal_accuracy", "accuracy_at_threshold", "f1_at_threshold", "pixel_auroc", "aupro")}

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 import keras
@@ -50,7 +51,10 @@ def variables_checksum(saved_model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def build_archive(model: keras.Model, image_shape, th: dict | None, include_png: bool = True) -> keras.export.ExportArchive:
+def build_archive(model: keras.Model, image_shape, th: dict | None, include_png: bool = True, tiling=None) -> keras.export.ExportArchive:
+    """The export archive; ``tiling`` (stride, scale, interpolation and chunk,
+    see :func:`export`) adds the whole-image signatures ``serve_image`` and
+    ``serve_image_png``."""
     h, w, c = image_shape
     per_region, table = _threshold_table(th)
     archive = keras.export.ExportArchive()
@@ -59,16 +63,41 @@ def build_archive(model: keras.Model, image_shape, th: dict | None, include_png:
     for module in model.export_modules():
         archive.track(module)
 
-    def outputs(images, region=None):
-        out = model.score(images)
-        res = {"score": out["score"], "heatmap": out["heatmap"], "reconstruction": out["reconstruction"]}
+    def decide(res, score, region):
         if table is not None:
             if per_region:
                 t = tf.gather(tf.constant(table, tf.float32), tf.clip_by_value(region, 0, len(table) - 1))
             else:
                 t = tf.constant(table, tf.float32)
-            res["is_anomalous"] = out["score"] >= t
+            res["is_anomalous"] = score >= t
         return res
+
+    def outputs(images, region=None):
+        out = model.score(images)
+        res = {"score": out["score"], "heatmap": out["heatmap"], "reconstruction": out["reconstruction"]}
+        return decide(res, out["score"], region)
+
+    if tiling is not None:
+        from tfanomaly import tiling as tiling_mod
+
+        def whole(image, region=None):
+            x = tiling_mod.rescale(image, tiling.scale, tiling.interpolation)
+            o = tiling_mod.score_image(model.score, x, (h, w), tiling.stride, tiling.chunk)
+            res = {"score": o["score"][None], "heatmap": o["heatmap"][None], "reconstruction": o["reconstruction"][None]}
+            return decide(res, res["score"], None if region is None else region[None])
+
+        def decode_any(png):
+            return tf.cast(tf.io.decode_png(png, channels=c, dtype=tf.uint8), tf.float32) / 255.0
+
+        one_spec = tf.TensorSpec([None, None, c], tf.float32, name="image")
+        one_png = tf.TensorSpec([], tf.string, name="png")
+        one_reg = tf.TensorSpec([], tf.int32, name="region")
+        if per_region:
+            archive.add_endpoint("serve_image", lambda image, region: whole(image, region), [one_spec, one_reg])
+            archive.add_endpoint("serve_image_png", lambda png, region: whole(decode_any(png), region), [one_png, one_reg])
+        else:
+            archive.add_endpoint("serve_image", lambda image: whole(image), [one_spec])
+            archive.add_endpoint("serve_image_png", lambda png: whole(decode_any(png)), [one_png])
 
     def decode(png):
         def one(b):
@@ -105,7 +134,11 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
     if th_path.exists():
         th = json.loads(th_path.read_text())
     shape = (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
-    archive = build_archive(model, shape, th, cfg.export.include_png)
+    tiling = None
+    if cfg.data.tiling.enabled:
+        t = cfg.data.tiling
+        tiling = types.SimpleNamespace(stride=list(t.stride), scale=t.scale, interpolation=cfg.data.interpolation, chunk=cfg.eval.batch_size)
+    archive = build_archive(model, shape, th, cfg.export.include_png, tiling)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +158,19 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "serve_png": (["png"] + (["region"] if per_region else [])) if cfg.export.include_png else None,
             },
             "outputs": ["score", "heatmap", "reconstruction"] + (["is_anomalous"] if th else []),
+            "tiling": None if tiling is None else {
+                "tile": list(cfg.data.image_size),
+                "stride": list(tiling.stride),
+                "scale": tiling.scale,
+                "interpolation": tiling.interpolation,
+                "signatures": {
+                    "serve_image": ["image"] + (["region"] if per_region else []),
+                    "serve_image_png": ["png"] + (["region"] if per_region else []),
+                },
+                "rule": "a whole image of any size, float32 [H, W, C] in [0, 1] (or one 8-bit PNG), is resized by "
+                "scale, cut into tiles at stride (the last tile flush with the border), scored by tiles; score = max "
+                "over tiles, heatmap [1, round(H*scale), round(W*scale), 1] stitched with overlaps averaged",
+            },
             "thresholds": None if th is None else {
                 "rule": th.get("rule"),
                 "per_region": per_region,

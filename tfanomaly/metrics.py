@@ -93,10 +93,22 @@ def zfn_accuracy(labels, scores) -> float:
     return float(np.mean((scores >= t) == (labels == 1)))
 
 
+def _per_image(masks, heatmaps):
+    """Pairs (mask bool [H, W], heatmap float32 [H, W]) of a stacked array
+    [N, H, W(, 1)] or of sequences of per-image arrays of different sizes."""
+    for m, h in zip(masks, heatmaps):
+        m = np.asarray(m) > 0.5
+        h = np.asarray(h, np.float32)
+        m = m.reshape(m.shape[0], m.shape[1])
+        yield m, h.reshape(m.shape)
+
+
 def pixel_auroc(masks, heatmaps, max_pixels: int = 20_000_000, seed: int = 0) -> float:
-    """ROC-AUC over all pixels of all images (a fixed random subset above max_pixels)."""
-    y = (np.asarray(masks) > 0.5).ravel()
-    s = np.asarray(heatmaps, np.float32).ravel()
+    """ROC-AUC over all pixels of all images (a fixed random subset above
+    max_pixels). Images may differ in size (sequences of per-image arrays)."""
+    pairs = list(_per_image(masks, heatmaps))
+    y = np.concatenate([m.ravel() for m, _ in pairs])
+    s = np.concatenate([h.ravel() for _, h in pairs])
     if y.size > max_pixels:
         keep = np.random.default_rng(seed).choice(y.size, max_pixels, replace=False)
         y, s = y[keep], s[keep]
@@ -106,27 +118,23 @@ def pixel_auroc(masks, heatmaps, max_pixels: int = 20_000_000, seed: int = 0) ->
 def aupro(masks, heatmaps, fpr_limit: float = 0.3, steps: int = 200) -> float:
     """Area under the per-region-overlap curve up to ``fpr_limit``, normalised
     to [0, 1] (Bergmann et al., MVTec AD). Regions are the connected
-    components of the ground-truth masks."""
+    components of the ground-truth masks; images may differ in size."""
     import cv2
 
-    masks = np.asarray(masks) > 0.5
-    heat = np.asarray(heatmaps, np.float32)
-    masks = masks.reshape(masks.shape[0], masks.shape[1], masks.shape[2])
-    heat = heat.reshape(masks.shape)
-    if not masks.any() or masks.all():
-        return float("nan")
-    regions = []
-    for i, m in enumerate(masks):
+    good, regions = [], []
+    for m, h in _per_image(masks, heatmaps):
+        good.append(h[~m])
         n, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
-        for r in range(1, n):
-            regions.append((i, lab == r))
-    thresholds = np.linspace(heat.max(), heat.min(), steps)
-    good = heat[~masks]
-    fprs, pros = [], []
-    for t in thresholds:
-        fprs.append(float(np.mean(good >= t)))
-        pros.append(float(np.mean([np.mean(heat[i][r] >= t) for i, r in regions])))
-    fprs, pros = np.array(fprs), np.array(pros)
+        regions.extend(np.sort(h[lab == r]) for r in range(1, n))
+    good = np.sort(np.concatenate(good)) if good else np.zeros(0, np.float32)
+    if not regions or good.size == 0:
+        return float("nan")
+    lo = min(good[0], min(r[0] for r in regions))
+    hi = max(good[-1], max(r[-1] for r in regions))
+    thresholds = np.linspace(hi, lo, steps)
+    # fraction of values >= t, from sorted arrays
+    fprs = 1.0 - np.searchsorted(good, thresholds, "left") / good.size
+    pros = np.mean([1.0 - np.searchsorted(r, thresholds, "left") / r.size for r in regions], axis=0)
     keep = fprs <= fpr_limit
     if keep.sum() < 2:
         return float("nan")

@@ -3,7 +3,9 @@
 For a vial-strip model every input is a strip image, cut into its 20 patches
 (5 vials x 4 regions) by the run's ``data.strip`` boxes; a strip is flagged
 when any patch is. Other models take each image whole, resized (data.interpolation) to
-the model's input size.
+the model's input size, or, when the run tiles its images (``data.tiling``), at
+their own size: resized by the tiling scale only, scored by tiles (max over
+tiles), with the heatmap stitched over the whole image.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tensorflow as tf
 from tfanomaly.config import atomic_write_text, load_config
 from tfanomaly.data.sources import strip_boxes
 from tfanomaly.errors import DataError, UserError
+from tfanomaly.tiling import TiledScorer, rescale
 from tfanomaly.train import load_model, write_png
 
 
@@ -58,6 +61,7 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
     h, w = cfg.data.image_size
     c = cfg.data.channels
     strips = cfg.data.source == "vials"
+    tiled = cfg.data.tiling.enabled
     boxes = strip_boxes(cfg) if strips else None
     patches, meta = [], []
     for p in map(Path, images):
@@ -70,17 +74,23 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
                 patches.append(_resize(img[y0:y1, x0:x1], h, w, cfg.data.interpolation))
                 meta.append({"file": str(p), "vial": v, "region": r})
         else:
-            patches.append(_resize(img, h, w, cfg.data.interpolation))
+            patches.append(img.astype(np.float32) / 255.0 if tiled else _resize(img, h, w, cfg.data.interpolation))
             meta.append({"file": str(p), "vial": 0, "region": region if region is not None else 0})
     if not patches:
         raise UserError("predict: no images given")
-    x = np.stack(patches).astype(np.float32)
-    score = tf.function(model.score)
     results = []
-    for i in range(0, len(x), 64):
-        o = score(tf.constant(x[i : i + 64]))
-        for j in range(o["score"].shape[0]):
-            results.append((float(o["score"][j]), o["heatmap"][j].numpy()))
+    if tiled:
+        scorer = TiledScorer.from_config(model, cfg)
+        for img in patches:
+            o = scorer(rescale(tf.constant(img, tf.float32), cfg.data.tiling.scale, cfg.data.interpolation))
+            results.append((float(o["score"]), o["heatmap"].numpy()))
+    else:
+        x = np.stack(patches).astype(np.float32)
+        score = tf.function(model.score)
+        for i in range(0, len(x), 64):
+            o = score(tf.constant(x[i : i + 64]))
+            for j in range(o["score"].shape[0]):
+                results.append((float(o["score"][j]), o["heatmap"][j].numpy()))
     rows = []
     for m, (s, hm) in zip(meta, results):
         row = dict(m, score=s)

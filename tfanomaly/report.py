@@ -109,7 +109,15 @@ def plot_histogram(s, res, path: Path):
     _save_fig(fig, path)
 
 
-def plot_worst(s, res, path: Path, n: int = 8):
+def sample_name(s, i: int, vials: bool) -> str:
+    """How a test sample is named in the report: run, frame, vial and region on
+    the vial line; the image's own name for image data sets."""
+    if vials:
+        return f"{s.products[i]} r{s.runs[i]} f{s.frames[i]} v{s.vials[i]} R{s.regions[i]}"
+    return str(s.products[i])
+
+
+def plot_worst(s, res, path: Path, n: int = 8, vials: bool = True):
     """Input, reconstruction and heatmap overlay for the worst false positives and negatives."""
     from tfanomaly.thresholds import apply
 
@@ -140,7 +148,7 @@ def plot_worst(s, res, path: Path, n: int = 8):
         show = img[..., 0] if img.shape[-1] in (1, 4) else img
         shr = rec[..., 0] if rec.shape[-1] in (1, 4) else rec
         row[0].imshow(show, cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(f"{kind} {s.products[i]} r{s.runs[i]} f{s.frames[i]} v{s.vials[i]} R{s.regions[i]}", fontsize=6)
+        row[0].set_title(f"{kind} {sample_name(s, i, vials)}", fontsize=6)
         row[1].imshow(shr, cmap="gray", vmin=0, vmax=1)
         row[1].set_title("reconstruction", fontsize=6)
         row[2].imshow(show, cmap="gray", vmin=0, vmax=1)
@@ -215,8 +223,9 @@ def console_summary(summary: dict) -> str:
         f"{'ZFN accuracy (oracle)':<28}{ms(summary.get('zfn_accuracy'))}",
         f"{'accuracy at ' + summary['rule']:<28}{ms(summary['accuracy_at_threshold'])}",
         f"{'F1 at ' + summary['rule']:<28}{ms(summary['f1_at_threshold'])}",
-        f"{'product accuracy (k of n)':<28}{ms(summary['product_accuracy'])}",
     ]
+    if summary.get("source", "vials") == "vials":
+        lines.append(f"{'product accuracy (k of n)':<28}{ms(summary['product_accuracy'])}")
     if "pixel_auroc" in summary:
         lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
     sh = summary.get("shift")
@@ -279,7 +288,9 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
 
     plot_curves(s, first, out / "roc.png", out / "pr.png")
     plot_histogram(s, first, out / "histogram.png")
-    plot_worst(s, first, out / "worst_cases.png", 2 * max(1, cfg.eval.worst_cases // 2))
+    vials = cfg.data.source == "vials"
+    unit = "patches" if vials else "images"
+    plot_worst(s, first, out / "worst_cases.png", 2 * max(1, cfg.eval.worst_cases // 2), vials)
     plot_ranking(s, out / "ranking.png")
 
     def ms(d):
@@ -299,11 +310,22 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
         ["accuracy at the lowest defective score (ZFN, oracle)", ms(summary["zfn_accuracy"])],
         [f"accuracy at {summary['rule']}", ms(summary["accuracy_at_threshold"])],
         [f"F1 at {summary['rule']}", ms(summary["f1_at_threshold"])],
-        [f"product accuracy ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", ms(summary["product_accuracy"])],
     ]
+    if vials:
+        head_rows.append([f"product accuracy ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", ms(summary["product_accuracy"])])
     if "pixel_auroc" in summary:
         head_rows.append(["pixel AUROC (first seed)", _fmt(summary["pixel_auroc"])])
-        head_rows.append(["AUPRO @30% FPR (first seed, up to 2000 patches)", _fmt(summary["aupro"])])
+        head_rows.append([f"AUPRO @30% FPR (first seed, up to 2000 {unit})", _fmt(summary["aupro"])])
+    tiling = cfg.data.tiling
+    how = (f"Each image is scored by {cfg.data.image_size[0]}x{cfg.data.image_size[1]} tiles at stride {tiling.stride[0]}x{tiling.stride[1]} "
+           f"(scale {tiling.scale:g}); its score is the max over its tiles and its heatmap is stitched at its own resolution."
+           if tiling.enabled else f"Each {unit[:-1]} is resized to {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.")
+    per_unit = ""
+    if vials:
+        per_unit = f"""<h2>Per region</h2>{_table(reg_header, reg_rows)}
+<h2>Per product</h2><p>A run flags its product when any of its patches is flagged; a product is defective when
+at least {prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs flag it. Accuracy {_fmt(pm['accuracy'])}, TPR {_fmt(pm['tpr'])}, TNR {_fmt(pm['tnr'])}.</p>
+{_table(prod_header, prod_rows)}"""
     a = first["image"]["at_threshold"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tfanomaly evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}}
@@ -312,16 +334,13 @@ th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;mar
 .row{{display:flex;gap:1em;flex-wrap:wrap}}</style></head><body>
 <h1>Evaluation: {html.escape(cfg.family)} on {html.escape(cfg.data.root)}</h1>
 <p>Threshold rule <b>{html.escape(summary['rule'])}</b>{' per region' if summary['per_region'] else ''}, calibrated on
-{first['n_calibration']} patches of held-out calibration products, reported on {first['n_reported']} patches of the other products.
-Seeds {', '.join(map(str, summary['seeds']))}; tables and figures show seed {first['seed']}. Scores are the model's raw scores.</p>
+{first['n_calibration']} {unit} of held-out calibration {'products' if vials else 'images'}, reported on {first['n_reported']} {unit} of the other {'products' if vials else 'images'}.
+Seeds {', '.join(map(str, summary['seeds']))}; tables and figures show seed {first['seed']}. Scores are the model's raw scores. {html.escape(how)}</p>
 {warn}
 <h2>Summary</h2>{_table(['metric', 'value (mean ± std over seeds)'], head_rows)}
-<h2>Confusion at the threshold (seed {first['seed']}, patches)</h2>
+<h2>Confusion at the threshold (seed {first['seed']}, {unit})</h2>
 {_table(['', 'flagged', 'passed'], [['defective', a['tp'], a['fn']], ['good', a['fp'], a['tn']]])}
-<h2>Per region</h2>{_table(reg_header, reg_rows)}
-<h2>Per product</h2><p>A run flags its product when any of its patches is flagged; a product is defective when
-at least {prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs flag it. Accuracy {_fmt(pm['accuracy'])}, TPR {_fmt(pm['tpr'])}, TNR {_fmt(pm['tnr'])}.</p>
-{_table(prod_header, prod_rows)}
+{per_unit}
 <h2>Curves</h2><div class=row>{_img_tag(out / 'roc.png')}{_img_tag(out / 'pr.png')}</div>
 <h2>Score distributions</h2>{_img_tag(out / 'histogram.png')}
 <h2>Worst cases</h2><p>Highest-scoring false positives and lowest-scoring false negatives (or, where there are none, the closest calls).</p>

@@ -135,13 +135,148 @@ class ReduceLROnPlateauAll(keras.callbacks.Callback):
         logs["lr"] = float(self._optimizers()[0].learning_rate.numpy())
 
 
+class TrainingMonitor(keras.callbacks.Callback):
+    """Says, every epoch, whether training is working, on a fixed batch of held-out
+    good images (the validation split; a fixed training batch when there is none):
+
+    - ``mon_ssim`` / ``mon_psnr``: SSIM and PSNR of the model's reconstruction vs X;
+    - ``mon_spread``: mean over pixels of the reconstructions' std across the batch,
+      relative to the inputs' (about 1 for a working generator, 0 for a constant one);
+    - ``mon_synth_image_auroc`` / ``mon_synth_pixel_auroc``: AUROC of the scores and
+      heatmaps on the same images under the training perturbation (Perlin or
+      corruption), against its mask: can the model see synthetic anomalies?
+
+    The values go into the epoch logs (so history.csv, TensorBoard and the run
+    summary get them); a collapsed generator (``mon_spread`` below
+    ``collapse_ratio`` for two epochs in a row, or in the last epoch) prints a
+    warning naming the epoch."""
+
+    def __init__(self, batch: dict, held_out: bool, collapse_ratio: float = 0.05, echo=print):
+        super().__init__()
+        self.batch = batch
+        self.held_out = held_out
+        self.collapse_ratio = collapse_ratio
+        self.echo = echo
+        self.collapsed_epochs: list[int] = []
+        self.last: dict = {}
+        self.epoch = 0  # last finished epoch (1-based)
+        self.warned = None  # epoch of the last warning
+
+    @staticmethod
+    def measure(model, batch: dict) -> dict:
+        import tensorflow as tf
+
+        from tfanomaly import metrics
+
+        x = tf.cast(batch["image"], tf.float32)
+        out = model.score(x)
+        rec = tf.clip_by_value(tf.cast(out["reconstruction"], tf.float32), 0.0, 1.0)
+        vals = {
+            "mon_ssim": float(tf.reduce_mean(tf.image.ssim(x, rec, 1.0, filter_size=min(11, x.shape[1], x.shape[2])))),
+            "mon_psnr": float(tf.reduce_mean(tf.image.psnr(x, rec, 1.0))),
+        }
+        spread_in = float(tf.reduce_mean(tf.math.reduce_std(x, axis=0)))
+        spread_out = float(tf.reduce_mean(tf.math.reduce_std(rec, axis=0)))
+        vals["mon_spread"] = spread_out / spread_in if spread_in > 1e-6 else float("nan")
+        m = np.asarray(batch["perturb_mask"], np.float32)
+        if m.max() > 0.5:
+            pert = model.score(tf.cast(batch["perturbed"], tf.float32))
+            labels = (m.reshape(len(m), -1).max(1) > 0.5).astype(int)
+            vals["mon_synth_image_auroc"] = metrics.roc_auc(labels, np.asarray(pert["score"], np.float64))
+            vals["mon_synth_pixel_auroc"] = metrics.roc_auc((m[..., 0] > 0.5).ravel(), np.asarray(pert["heatmap"], np.float32)[..., 0].ravel())
+        return vals
+
+    def on_epoch_end(self, epoch, logs=None):
+        vals = self.measure(self.model, self.batch)
+        self.last = vals
+        if logs is not None:
+            logs.update(vals)
+        if vals["mon_spread"] < self.collapse_ratio:
+            self.collapsed_epochs.append(epoch + 1)
+            # a fresh generator's first epoch can look flat (batch-norm statistics still settling):
+            # warn from the second collapsed epoch in a row, or at the end of training
+            if epoch in self.collapsed_epochs:  # the previous epoch (1-based) was flat too
+                self._warn(epoch + 1)
+        self.epoch = epoch + 1
+
+    def on_train_end(self, logs=None):
+        if self.collapsed_epochs and self.collapsed_epochs[-1] == self.epoch and self.warned != self.epoch:
+            self._warn(self.epoch)
+
+    def _warn(self, epoch: int):
+        self.warned = epoch
+        where = "held-out" if self.held_out else "training"
+        self.echo(
+            f"\nwarning: epoch {epoch}: the reconstructions of {len(self.batch['image'])} {where} images are nearly "
+            f"identical (spread {self.last['mon_spread']:.3g} of the inputs'): the generator has collapsed to a constant output"
+        )
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``logs/history.csv``: one row per epoch with the logged values. Unlike
+    Keras' CSVLogger it adds no empty ``val_*`` columns when there is no
+    validation split; a resumed run appends under the header it started with."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+
+        logs = logs or {}
+        if self.keys is None:
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, newline="") as f:
+                    self.keys = next(csv.reader(f))[1:]
+            else:
+                self.keys = sorted(logs)
+                with open(self.path, "w", newline="") as f:
+                    csv.writer(f).writerow(["epoch", *self.keys])
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([epoch, *(float(logs[k]) if k in logs else "" for k in self.keys)])
+
+
+class KeepCheckpoints(keras.callbacks.Callback):
+    """Saves ``checkpoints/step_NNNNNNN.keras`` every ``every`` epochs (for learning curves)."""
+
+    def __init__(self, folder: Path, every: int, batches_per_step: int = 1):
+        super().__init__()
+        self.folder, self.every, self.batches_per_step = Path(folder), every, batches_per_step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            step = int(self.model.step_counter.numpy()) * self.batches_per_step
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_model_atomic(self.model, self.folder / f"step_{step:07d}.keras")
+
+
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
 
 
-def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto") -> Path:
+def describe_start(cfg: Config, data: Data, n_patches: int, steps: int, two_domain: bool) -> str:
+    """The line printed when training starts: what trains on what, and how long."""
+    d = cfg.data
+    unit = "patches" if d.source == "vials" else "images"
+    val = data.count("val", True) if cfg.train.validation_fraction > 0 else 0
+    test = data.count("test", False) if data.pack_info is None else data.pack_info["subsets"].get("test", {}).get("patches", 0)
+    what = f"{n_patches} training {unit}" + (" per domain (good and defective)" if two_domain else "")
+    if d.tiling.enabled:
+        shape = (f"random {d.image_size[0]}x{d.image_size[1]} tiles of the whole images at scale {d.tiling.scale:g} "
+                 f"(scored by tiles at stride {d.tiling.stride[0]}x{d.tiling.stride[1]})")
+    else:
+        shape = f"resized to {d.image_size[0]}x{d.image_size[1]}"
+    split = f"split {d.split.mode}, seed {d.split.seed}" if d.source != "mvtec" else "MVTec train/test folders"
+    return (f"training {cfg.family} on {what} ({shape}); {val} held out for validation, {test} test {unit}; "
+            f"{split}; {steps} steps of {cfg.train.batch_size} per epoch, up to {cfg.train.epochs} epochs"
+            + (f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""))
+
+
+def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto", echo=print) -> Path:
     """Train the family named by ``cfg.family``; returns the run directory."""
     run = Path(run_dir) if run_dir else default_run_dir(cfg)
     if run.exists() and any(run.iterdir()) and not resume:
@@ -169,6 +304,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
     val_ds = data.validation_dataset(global_batch)
+    monitor = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
+    echo(describe_start(cfg, data, n_patches, steps, two_domain))
     plateau = []
     rp = cfg.train.reduce_on_plateau
     if rp.patience:
@@ -180,17 +317,19 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
         session := SessionSteps(),
         keras.callbacks.TerminateOnNaN(),
+        monitor,  # before the loggers, so they record its measures
         *plateau,  # before the loggers, so they see its "lr"
         keras.callbacks.ModelCheckpoint(str(run / "checkpoints" / "last.keras")),
         keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, update_freq="epoch"),
-        keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=True),
+        HistoryCSV(run / "logs" / "history.csv"),
         SampleImages(sample_batch, run / "samples", cfg.train.samples_every),
         *([TimeBudget(cfg.train.time_budget_minutes)] if cfg.train.time_budget_minutes else []),
+        *([KeepCheckpoints(run / "checkpoints", cfg.train.checkpoint_every, accum)] if cfg.train.checkpoint_every else []),
         *extra_callbacks,
     ]
     (run / "logs").mkdir(exist_ok=True)
     start = time.time()
-    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds)
+    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
     elapsed = time.time() - start
     done = session.done * accum  # batches (the step counter counts optimizer updates)
     if any(not np.all(np.isfinite(v)) for v in history.history.values()):
@@ -208,6 +347,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
+        "monitor": monitor.last,
+        "collapsed_epochs": monitor.collapsed_epochs,
         "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],
     }
     atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=2))

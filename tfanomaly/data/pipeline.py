@@ -27,10 +27,13 @@ from tfanomaly.data.augment import augment as augment_fn
 from tfanomaly.data.augment import shift as shift_fn
 from tfanomaly.data.rank import rank_images
 from tfanomaly.data.sources import Index, build_index
+from tfanomaly import tiling as tiling_mod
 from tfanomaly.errors import ConfigError, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 ID_KEYS = ("product", "run", "frame", "rank", "vial", "region")
+TILE_STREAM = 7919  # fold-in of the random-tile seed
+MONITOR_STREAM = 104729  # the training monitor's fixed draws
 
 
 def _decode(path, channels):
@@ -131,6 +134,7 @@ class PatchSource:
         size, channels, rgbd = self.size, self.channels, self.cfg.data.source == "rgbd"
         rgbd_cfg, surface = self.cfg.data.rgbd, self.surface
         interp = self.cfg.data.interpolation
+        tiling = self.cfg.data.tiling
 
         def load(e):
             if rgbd:
@@ -145,10 +149,18 @@ class PatchSource:
             y1 = tf.where(full, tf.shape(img)[0], box[2])
             x1 = tf.where(full, tf.shape(img)[1], box[3])
             b = tf.stack([box[0], box[1], y1, x1])
-            img = _resize(_crop(img, b), size, interp)
-            mask = _resize(_crop(mask, b), size, "nearest")
-            img.set_shape(size + [channels])
-            mask.set_shape(size + [1])
+            img, mask = _crop(img, b), _crop(mask, b)
+            if tiling.enabled:  # whole image at a fixed pixel scale: the aspect is kept, tiles are cut later
+                if tiling.scale != 1.0:
+                    hw = tf.cast(tf.round(tf.cast(tf.shape(img)[:2], tf.float32) * tiling.scale), tf.int32)
+                    img, mask = _resize(img, hw, interp), _resize(mask, hw, "nearest")
+                img.set_shape([None, None, channels])
+                mask.set_shape([None, None, 1])
+            else:
+                img = _resize(img, size, interp)
+                mask = _resize(mask, size, "nearest")
+                img.set_shape(size + [channels])
+                mask.set_shape(size + [1])
             zero = tf.constant(0, tf.int32)
             return {
                 "image": img,
@@ -357,6 +369,7 @@ def training_map(cfg, textures=None, stream: int = 0):
     """
     aug, pert, cor = cfg.augment, cfg.perturb, cfg.corrupt
     base = cfg.seed
+    tile = list(cfg.data.image_size) if cfg.data.tiling.enabled else None
 
     def fn(counter, e):
         seed = tf.stack([tf.cast(base, tf.int64), counter])
@@ -365,6 +378,10 @@ def training_map(cfg, textures=None, stream: int = 0):
         s = tf.random.experimental.stateless_split(seed, num=2)
         image = to_float(e["image"])
         mask = to_float(e["mask"])
+        if tile is not None:  # a random tile of the whole image (its own seed: untiled runs draw as before)
+            image, mask = tiling_mod.random_tile(image, mask, tile, tf.random.experimental.stateless_fold_in(seed, TILE_STREAM))
+            image = tf.ensure_shape(image, tile + [cfg.data.channels])
+            mask = tf.ensure_shape(mask, tile + [1])
         image, mask = augment_fn(image, mask, s[0], aug)
         if pert.enabled:
             xn, m, n = perlin_mod.perturb(
@@ -518,12 +535,29 @@ class Data:
             raise ConfigError(f"{self.cfg.source_file}: train.validation_fraction: not available with data.tfrecords; set it to 0")
         bs = batch_size or self.cfg.train.batch_size
         ds = self.source.dataset("val", training=True, labels=(0,))
-        def clean(e):  # no augmentation, no perturbation: the validation loss of the plain images
+        tile = list(self.cfg.data.image_size) if self.cfg.data.tiling.enabled else None
+        seed = self.cfg.seed
+
+        def clean(i, e):  # no augmentation, no perturbation: the validation loss of the plain images
             x = to_float(e["image"])
+            if tile is not None:  # one seeded tile per image, the same every epoch
+                x, _ = tiling_mod.random_tile(x, x[..., :1], tile, tf.stack([tf.constant(seed + 3000, tf.int64), i]))
+                x = tf.ensure_shape(x, tile + [self.cfg.data.channels])
             return {"image": x, "perturbed": x, "perturb_mask": tf.zeros_like(x[..., :1]), "noise": tf.zeros_like(x)}
 
-        ds = ds.map(clean, num_parallel_calls=AUTOTUNE)
+        ds = ds.enumerate().map(clean, num_parallel_calls=AUTOTUNE)
         return ds.batch(bs).cache().prefetch(AUTOTUNE)
+
+    def monitor_batch(self, n: int = 32) -> dict:
+        """A fixed batch of up to ``n`` good images under the training
+        transform (augmentation and perturbation with fixed seeds), from the
+        validation split, or from the training split without one: what
+        :class:`tfanomaly.train.TrainingMonitor` measures every epoch."""
+        has_val = self.cfg.train.validation_fraction > 0 and self.pack_info is None
+        ds = self.source.dataset("val", True, (0,)) if has_val else self.patches("train", True, labels=(0,))
+        ds = ds.take(n).map(lambda e: {"image": e["image"], "mask": e["mask"]})
+        ds = ds.enumerate().map(training_map(self.cfg, load_textures(self.cfg), stream=MONITOR_STREAM))
+        return next(iter(ds.batch(n)))
 
     def eval_dataset(self, subset: str = "test", batch_size: int | None = None, shifted: bool = False) -> tf.data.Dataset:
         """Deterministic batches of float images with masks, labels and ids
@@ -539,4 +573,6 @@ class Data:
                 return {**e, "image": img, "mask": tf.cast(mask > 0.5, tf.float32)}
 
             ds = ds.enumerate().map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if self.cfg.data.tiling.enabled:  # whole images of different sizes: one per batch, tiled by the scorer
+            bs = 1
         return ds.batch(bs).prefetch(AUTOTUNE)

@@ -1,0 +1,126 @@
+"""Learning curve of one configuration: image AUROC, pixel AUROC and AUPRO
+against optimizer steps and wall time.
+
+Train with a checkpoint every N epochs, then score every checkpoint:
+
+    python bench/learning_curve.py --config configs/grdnet_magnetic_tile_tiled.yaml --run-dir R \
+        --every 5 [--set train.time_budget_minutes=55 ...]
+
+or score the ``checkpoints/step_*.keras`` of a run that was trained with
+``train.checkpoint_every`` (also one still being resumed across sessions):
+
+    python bench/learning_curve.py --run-dir R
+
+Writes ``R/learning_curve/curve.csv`` and ``curve.png`` (and a full evaluation
+report per checkpoint in ``R/learning_curve/step_N/``). Checkpoints are scored
+after training, each with the run's calibration split (``--seeds``); nothing
+here picks a checkpoint by its test numbers. Wall time of a checkpoint is its
+file's modification time minus that of the run's ``config.yaml`` (written when
+training starts; for a resumed run it counts the pauses between sessions too,
+so the CSV also gives the steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in (run / "checkpoints").glob("step_*.keras"):
+        m = re.fullmatch(r"step_(\d+)\.keras", p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
+    import keras
+
+    from tfanomaly.config import load_config
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.evaluate import evaluate
+    from tfanomaly.models import registry
+
+    cfg = load_config(run / "config.yaml")
+    for name in registry.names():  # register the families for deserialization
+        registry.model_class(name)
+    data = Data(cfg)
+    t0 = (run / "config.yaml").stat().st_mtime
+    rows = []
+    for step, path in checkpoints(run):
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+        summary = evaluate(model, cfg, out / f"step_{step:07d}", seeds=seeds, data=data)
+        row = {
+            "step": step,
+            "wall_minutes": round((path.stat().st_mtime - t0) / 60.0, 2),
+            "image_auroc": summary["image_auroc"]["mean"],
+            "image_auroc_std": summary["image_auroc"]["std"],
+            "pixel_auroc": summary.get("pixel_auroc", float("nan")),
+            "aupro": summary.get("aupro", float("nan")),
+            "accuracy_at_threshold": summary["accuracy_at_threshold"]["mean"],
+        }
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, x, label in ((axes[0], "step", "optimizer steps"), (axes[1], "wall_minutes", "wall time (min)")):
+        for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@30%")):
+            ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", label=name)
+        ax.axhline(0.5, color="k", ls=":", lw=0.8)
+        ax.set(xlabel=label, ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test metric (reported split)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, required=True)
+    ap.add_argument("--config", help="train this config first (else: score an existing run)")
+    ap.add_argument("--every", type=int, default=5, help="checkpoint every N epochs (with --config)")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (with --config)")
+    ap.add_argument("--resume", action="store_true", help="continue the run's training first (with --config)")
+    ap.add_argument("--seeds", default="0", help="calibration seeds of each evaluation")
+    a = ap.parse_args()
+    if a.config:
+        import tfanomaly
+
+        cfg = tfanomaly.load_config(a.config, [*a.set, f"train.checkpoint_every={a.every}"])
+        tfanomaly.train(cfg, a.run_dir, resume=a.resume)
+    if not checkpoints(a.run_dir):
+        sys.exit(f"{a.run_dir}: no checkpoints/step_*.keras (train with train.checkpoint_every > 0)")
+    out = a.run_dir / "learning_curve"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = score_checkpoints(a.run_dir, [int(s) for s in a.seeds.split(",")], out)
+    with open(out / ".curve.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(out / ".curve.csv.tmp", out / "curve.csv")
+    plot(rows, out / "curve.png", f"{a.run_dir}: learning curve")
+    print(f"-> {out / 'curve.csv'}, {out / 'curve.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Native-scale tiling: the tiler on its own, tiled training and evaluation on
+images of different sizes, and the training monitor's collapse warning."""
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import write_img
+from tfanomaly import tiling
+from tfanomaly.config import load_config
+from tfanomaly.errors import ConfigError
+
+
+def probe_score(tiles):
+    """A stand-in family: score = mean of the tile, heatmap = the tile itself."""
+    return {"score": tf.reduce_mean(tiles, [1, 2, 3]), "heatmap": tiles[..., :1], "reconstruction": 1.0 - tiles}
+
+
+@pytest.mark.parametrize("n, tile, stride", [(64, 64, 32), (100, 64, 32), (97, 32, 7), (33, 32, 32), (500, 64, 48)])
+def test_axis_starts_cover_every_pixel_and_stay_inside(n, tile, stride):
+    starts = tiling.axis_starts(n, tile, stride).numpy()
+    covered = np.zeros(n, int)
+    for s in starts:
+        covered[s : s + tile] += 1
+    assert covered.min() >= 1  # every pixel
+    assert starts.min() == 0 and starts.max() == n - tile  # flush with both borders, no padding read
+    assert np.all(np.diff(starts) > 0) and np.all(np.diff(starts) <= stride)  # no duplicate, no gap
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (100, 70), (37, 130), (200, 333), (20, 20)])
+def test_stitching_a_known_pattern_gives_it_back(shape):
+    rng = np.random.default_rng(sum(shape))
+    img = rng.random(shape + (1,), np.float32)
+    out = tiling.score_image(probe_score, img, (32, 32), (16, 16), chunk=5)
+    # every tile carries the image's own pixels: the overlap average must be the image exactly
+    np.testing.assert_allclose(out["heatmap"].numpy(), img, atol=1e-6)
+    np.testing.assert_allclose(out["reconstruction"].numpy(), 1.0 - img, atol=1e-6)
+    assert out["heatmap"].shape == shape + (1,)
+
+
+def test_overlaps_are_averaged():
+    # heatmap of each tile = its index + 1: a pixel under tiles i and j reads (i + j + 2) / 2
+    def numbered(tiles):
+        n = tf.shape(tiles)[0]
+        ids = tf.cast(tf.range(1, n + 1), tf.float32)[:, None, None, None]
+        return {"score": ids[:, 0, 0, 0], "heatmap": tf.ones_like(tiles[..., :1]) * ids, "reconstruction": tiles}
+
+    out = tiling.score_image(numbered, np.zeros((8, 12, 1), np.float32), (8, 8), (4, 4), chunk=2)
+    row = out["heatmap"].numpy()[0, :, 0]
+    # columns start at 0 and 4: [0, 4) tile 1 only, [4, 8) both, [8, 12) tile 2 only
+    np.testing.assert_allclose(row, [1] * 4 + [1.5] * 4 + [2] * 4)
+    assert float(out["score"]) == 2.0  # the max rule
+
+
+def test_image_score_is_the_max_over_tiles():
+    img = np.zeros((96, 160, 1), np.float32)
+    img[70:80, 130:140] = 1.0  # one bright defect near a corner
+    out = tiling.score_image(probe_score, img, (32, 32), (16, 16))
+    tile_scores = out["tile_scores"].numpy()
+    assert float(out["score"]) == pytest.approx(tile_scores.max())
+    # reference: the tiles cut by numpy at the same offsets
+    ys, xs = out["tile_ys"].numpy(), out["tile_xs"].numpy()
+    ref = [img[y : y + 32, x : x + 32].mean() for y in ys for x in xs]
+    np.testing.assert_allclose(tile_scores, ref, rtol=1e-6)
+
+
+def test_smaller_image_than_tile_is_reflect_padded_and_cropped_back():
+    img = np.arange(10 * 6, dtype=np.float32).reshape(10, 6, 1) / 60.0
+    padded = tiling.pad_to_tile(tf.constant(img), (32, 32)).numpy()
+    assert padded.shape == (32, 32, 1)
+    np.testing.assert_array_equal(padded[:10, :6], img)
+    np.testing.assert_array_equal(padded[10:20, :6], img[::-1])  # symmetric reflection
+    out = tiling.score_image(probe_score, img, (32, 32), (16, 16))
+    np.testing.assert_allclose(out["heatmap"].numpy(), img, atol=1e-6)
+
+
+def test_random_tile_keeps_image_and_mask_aligned():
+    img = np.arange(50 * 80, dtype=np.float32).reshape(50, 80, 1)
+    mask = img.copy()
+    for i in range(5):
+        a, b = tiling.random_tile(tf.constant(img), tf.constant(mask), (32, 32), tf.constant([3, i], tf.int64))
+        assert a.shape == (32, 32, 1)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        # a true crop: consecutive pixels differ by 1 along x and 80 along y
+        np.testing.assert_array_equal(np.diff(a.numpy()[..., 0], axis=1), 1)
+        np.testing.assert_array_equal(np.diff(a.numpy()[..., 0], axis=0), 80)
+
+
+def test_tiled_scorer_traces_once_for_every_size_and_is_deterministic():
+    class Probe:
+        image_shape = (32, 32, 1)
+        score = staticmethod(probe_score)
+
+    scorer = tiling.TiledScorer(Probe(), (32, 32), (16, 16), chunk=4)
+    rng = np.random.default_rng(0)
+    for shape in [(40, 50), (33, 200), (100, 32)]:
+        img = rng.random(shape + (1,), np.float32)
+        a, b = scorer(img), scorer(img)
+        assert float(a["score"]) == float(b["score"])
+        np.testing.assert_array_equal(a["heatmap"].numpy(), b["heatmap"].numpy())
+    assert scorer._fn.experimental_get_tracing_count() == 1
+
+
+# --------------------------------------------------------------------------
+# Config, pipeline and evaluation with tiling
+
+
+@pytest.fixture(scope="module")
+def sized_folder(tmp_path_factory):
+    """Good and defective images of three different sizes (and aspect ratios), with masks."""
+    root = tmp_path_factory.mktemp("sized")
+    rng = np.random.default_rng(5)
+    sizes = [(48, 80), (72, 40), (100, 130)]
+    for i in range(9):
+        h, w = sizes[i % 3]
+        write_img(root / "good" / f"g{i}.png", (110 + rng.normal(0, 6, (h, w))).clip(0, 255).astype(np.uint8))
+    for i in range(6):
+        h, w = sizes[i % 3]
+        img = (110 + rng.normal(0, 6, (h, w))).clip(0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 3 : h // 3 + 6, w // 4 : w // 4 + 6] = 255
+        img[mask > 0] = 250
+        write_img(root / "bad" / f"b{i}.png", img)
+        write_img(root / "bad" / f"b{i}_mask.png", mask)
+    return root
+
+
+def tiled_cfg(root, *extra):
+    return load_config(
+        None,
+        [
+            "family=grdnet",
+            "data.source=folder",
+            f"data.root={root}",
+            "data.good_dirs=[good]",
+            "data.defect_dirs=[bad]",
+            "data.mask_suffix=_mask.png",
+            "data.image_size=[32, 32]",
+            "data.tiling.enabled=true",
+            "data.tiling.stride=[16, 16]",
+            "data.split.train_fraction=0.67",
+            "perturb.max_scale=3",
+            "model.variant=full",
+            "model.widths=[8, 16]",
+            "model.stem_width=8",
+            "model.disc_widths=[8, 16]",
+            "model.unet_widths=[8, 16]",
+            "model.latent_dim=8",
+            "model.ssim_window=7",
+            "model.score_pool=4",
+            "train.batch_size=4",
+            "eval.calibration_fraction=0.5",
+            *extra,
+        ],
+    )
+
+
+def test_tiling_config_is_checked():
+    with pytest.raises(ConfigError, match=r"data.tiling.stride: expected strides <= the tile"):
+        load_config(None, ["data.source=folder", "data.image_size=[32, 32]", "data.tiling.enabled=true", "data.tiling.stride=[48, 16]", "perturb.max_scale=3"])
+    with pytest.raises(ConfigError, match=r"data.tiling.enabled: vial strips"):
+        load_config(None, ["data.tiling.enabled=true"])
+
+
+def test_tiled_training_batches_are_tiles_of_native_scale_images(sized_folder):
+    from tfanomaly.data.pipeline import Data
+
+    cfg = tiled_cfg(sized_folder)
+    data = Data(cfg)
+    batch = next(iter(data.train_dataset(4)))
+    assert batch["image"].shape == (4, 32, 32, 1)
+    assert batch["perturbed"].shape == (4, 32, 32, 1)
+    # the pixels are the file's own (no resize): good images are ~110/255 +- noise, never smoothed to a flat mean
+    assert 0.3 < float(tf.reduce_mean(batch["image"])) < 0.55
+    ev = next(iter(data.eval_dataset("test")))
+    assert ev["image"].shape[0] == 1 and ev["image"].shape[1:3] in [(48, 80), (72, 40), (100, 130)]
+
+
+def test_tiled_evaluation_on_three_sizes_reports_native_resolution(sized_folder, tmp_path):
+    from tfanomaly import evaluate, metrics
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.models import registry
+
+    cfg = tiled_cfg(sized_folder)
+    tf.keras.utils.set_random_seed(0)
+    model = registry.build(cfg)
+    data = Data(cfg)
+    scorer = tiling.TiledScorer.from_config(model, cfg)
+    s = evaluate.score_dataset(model, data.eval_dataset("test"), keep=1, tiler=scorer)
+    shapes = {h.shape for h in s.heatmaps}
+    assert shapes == {(48, 80), (72, 40), (100, 130)}  # the defective test images come in all three sizes
+    for h, m in zip(s.heatmaps, s.masks):
+        assert h.shape == m.shape
+    # image score = max over the image's tiles, computed again on its own
+    first = next(iter(data.eval_dataset("test")))
+    again = scorer(first["image"][0])
+    assert s.scores[0] == pytest.approx(float(again["score"]), rel=1e-6)
+    # pixel AUROC over images of different sizes = the AUROC of all their pixels together
+    y = np.concatenate([m.ravel() for m in s.masks])
+    v = np.concatenate([h.astype(np.float32).ravel() for h in s.heatmaps])
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics.pixel_auroc(s.masks, s.heatmaps) == pytest.approx(roc_auc_score(y, v))
+    summary = evaluate.evaluate(model, cfg, tmp_path / "eval", data=data, scored=s)
+    assert summary["tiling"]["stride"] == [16, 16]
+    assert 0.0 <= summary["pixel_auroc"] <= 1.0
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "images of held-out calibration images" in page and "r0 f0" not in page and "Per product" not in page
+    mode = stat.S_IMODE(os.stat(tmp_path / "eval" / "metrics.json").st_mode)
+    assert mode == 0o666 & ~_umask()  # the usual file mode, like the PNGs, not mkstemp's 0600
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_collapse_warning_fires_on_a_constant_generator(sized_folder):
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.models import registry
+    from tfanomaly.train import TrainingMonitor
+
+    cfg = tiled_cfg(sized_folder)
+    model = registry.build(cfg)
+    batch = Data(cfg).monitor_batch(8)
+    said = []
+    mon = TrainingMonitor(batch, held_out=False, echo=said.append)
+    mon.set_model(model)
+    # force the generator's output to a constant: zero kernels and a fixed bias before the sigmoid
+    head = model.decoder.get_layer("g_decoder_to_image")
+    head.kernel.assign(tf.zeros_like(head.kernel))
+    head.bias.assign(tf.fill(head.bias.shape, 0.3))
+    logs = {}
+    mon.on_epoch_end(0, logs)
+    assert logs["mon_spread"] == pytest.approx(0.0, abs=1e-6)
+    assert mon.collapsed_epochs == [1] and said == []  # one flat epoch: may be batch norm settling
+    mon.on_epoch_end(1, logs)
+    assert mon.collapsed_epochs == [1, 2]
+    assert len(said) == 1 and "collapsed" in said[0] and "epoch 2" in said[0]
+    mon.on_train_end()
+    assert len(said) == 1  # said once
+    # a run that ends on its first collapsed epoch is warned at the end
+    said.clear()
+    late = TrainingMonitor(batch, held_out=False, echo=said.append)
+    late.set_model(model)
+    late.on_epoch_end(0, {})
+    late.on_train_end()
+    assert len(said) == 1 and "epoch 1" in said[0]
+    # reference values of the measures on the same batch
+    x = batch["image"].numpy()
+    rec = np.full_like(x, 1 / (1 + np.exp(-0.3)))
+    mse = ((x - rec) ** 2).reshape(len(x), -1).mean(1)
+    assert logs["mon_psnr"] == pytest.approx(float(np.mean(10 * np.log10(1.0 / mse))), rel=1e-4)
+
+
+def test_monitor_is_quiet_on_a_working_reconstruction(sized_folder):
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.train import TrainingMonitor
+
+    class Identity:  # a perfect reconstruction
+        def score(self, x):
+            return {"score": tf.reduce_mean(x, [1, 2, 3]), "heatmap": x[..., :1], "reconstruction": x}
+
+    cfg = tiled_cfg(sized_folder)
+    said = []
+    mon = TrainingMonitor(Data(cfg).monitor_batch(8), held_out=True, echo=said.append)
+    mon.set_model(Identity())
+    logs = {}
+    mon.on_epoch_end(0, logs)
+    assert said == [] and logs["mon_spread"] == pytest.approx(1.0, rel=1e-5) and logs["mon_ssim"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoint_every_keeps_step_files(sized_folder, tmp_path):
+    from tfanomaly.train import train
+
+    cfg = tiled_cfg(sized_folder, "train.epochs=2", "train.steps_per_epoch=2", "train.checkpoint_every=1")
+    run = train(cfg, tmp_path / "run", verbose=0, echo=lambda m: None)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.keras")) == ["step_0000002.keras", "step_0000004.keras"]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert set(summary["monitor"]) >= {"mon_ssim", "mon_psnr", "mon_spread"}
+    header = (run / "logs" / "history.csv").read_text().splitlines()[0].split(",")
+    assert "mon_spread" in header and not any(h.startswith("val_") for h in header)  # no validation split: no empty val_ columns
+
+
+def test_whole_image_export_and_predict_equal_the_evaluated_scores(sized_folder, tmp_path):
+    """One model, three doors: evaluation (tf.data pipeline, tiled scorer), the
+    SavedModel's whole-image signatures (any size, tiling and scale in the graph)
+    and ``tfanomaly predict`` give the same scores and heatmaps."""
+    from tests.conftest import save_run
+    from tfanomaly import evaluate
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.export import export
+    from tfanomaly.models import registry
+    from tfanomaly.predict import predict
+
+    cfg = tiled_cfg(sized_folder, "data.tiling.scale=0.75")
+    tf.keras.utils.set_random_seed(1)
+    model = registry.build(cfg)
+    data = Data(cfg)
+    s = evaluate.score_dataset(model, data.eval_dataset("test"), tiler=tiling.TiledScorer.from_config(model, cfg))
+    files = [it.paths[0] for it in data.index.subset("test")]
+    run = save_run(model, cfg, tmp_path / "run", thresholds={"rule": "youden", "per_region": False, "thresholds": float(np.median(s.scores))})
+    out = export(run, tmp_path / "sm")
+    meta = json.loads((out / "tfanomaly.json").read_text())
+    assert meta["tiling"]["scale"] == 0.75 and meta["tiling"]["tile"] == [32, 32]
+    sm = tf.saved_model.load(str(out))
+    rows = predict(run, files)
+    sizes = set()
+    for i, f in enumerate(files):
+        png = tf.io.read_file(f)
+        o = sm.signatures["serve_image_png"](png=png)
+        img = tf.cast(tf.io.decode_png(png, channels=1), tf.float32) / 255.0
+        o2 = sm.signatures["serve_image"](image=img)
+        sizes.add(tuple(img.shape[:2]))
+        assert float(o["score"][0]) == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
+        assert float(o2["score"][0]) == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
+        assert rows[i]["score"] == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
+        assert bool(o["is_anomalous"][0]) == (s.scores[i] >= float(np.median(s.scores)))
+        np.testing.assert_allclose(o["heatmap"].numpy()[0, ..., 0], s.heatmaps[i].astype(np.float32), atol=2e-3)
+    assert len(sizes) == 3
