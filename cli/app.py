@@ -181,8 +181,9 @@ def synth_vials(
     seed: int = typer.Option(0, help="Random seed (output is deterministic for a seed)."),
 ):
     """Synthetic Blow-Fill-Seal vial strips: 5 vials x 4 regions, bubbles and drops, six defect types with masks."""
-    from tfanomaly.data.synth import synth_vials as make
     from rich.progress import Progress
+
+    from tfanomaly.data.synth import synth_vials as make
 
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("synthesizing strips", total=(good + defective) * runs * frames)

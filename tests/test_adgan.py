@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs
 from tfanomaly.config import load_config
 from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.adgan import ADGAN, gradient_penalty
 from tfanomaly.train import load_model
-from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs
 
 
 def tiny(size=32, channels=1, **over):

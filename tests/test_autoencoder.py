@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
+from tests.conftest import ROOT, assert_one_train_step, shipped_configs
 from tfanomaly import guards
 from tfanomaly.config import load_config
 from tfanomaly.data import corrupt as corrupt_mod
@@ -17,7 +18,6 @@ from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.autoencoder import Autoencoder, ConvexCombination, masked_loss, sdc_receptive_field
 from tfanomaly.train import ReduceLROnPlateauAll, load_model, train
-from tests.conftest import ROOT, assert_one_train_step, shipped_configs
 
 SDC = {"model.variant": "sdc", "corrupt.enabled": "true"}
 

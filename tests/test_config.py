@@ -1,8 +1,8 @@
 import pytest
 
+from tests.conftest import ROOT
 from tfanomaly.config import dump_config, load_config, to_dict
 from tfanomaly.errors import ConfigError
-from tests.conftest import ROOT
 
 
 def write(tmp_path, text):

@@ -12,12 +12,12 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
+from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs, write_img
 from tfanomaly.config import load_config
 from tfanomaly.data.sources import Index, Item, balanced_split
 from tfanomaly.models import registry
 from tfanomaly.models.base import HalfwayLinearDecay
 from tfanomaly.models.cyclegan import frechet_distance, gaussian_stats, patch_discriminator, per_image_fid, resnet_generator
-from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs, write_img
 
 TINY = ["model.gen_base=8", "model.disc_base=8", "model.n_res=1", "model.disc_layers=2"]
 

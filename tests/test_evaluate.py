@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from tests.conftest import vial_cfg
 from tfanomaly.config import save_config
+from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
 from tfanomaly.evaluate import evaluate, score_dataset, split_products
-from tfanomaly.data.pipeline import Data
 from tfanomaly.models import registry
-from tests.conftest import vial_cfg
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import ROOT, vial_cfg
 from tfanomaly.config import save_config
 from tfanomaly.export import export, variables_checksum
 from tfanomaly.models import registry
-from tests.conftest import ROOT, vial_cfg
 
 
 def make_run(tmp_path, thresholds=None, variant="industrial"):
@@ -106,7 +106,7 @@ def run_cpp(binary, *args):
 
 def error_lines(r):
     """The binary's own error lines (TensorFlow's start-up logging may precede them)."""
-    return [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    return [line for line in r.stderr.splitlines() if line.startswith("error: ")]
 
 
 def test_cpp_equals_python(binary, exported, tmp_path):
@@ -188,8 +188,8 @@ FAMILY_CFGS = {
 
 @pytest.mark.parametrize("family", sorted(FAMILY_CFGS))
 def test_cpp_equals_python_for_every_family(binary, tmp_path, family):
-    from tfanomaly.config import load_config
     from tests.conftest import save_run
+    from tfanomaly.config import load_config
 
     cfg = load_config(None, [f"family={family}", "data.root=unused", "data.image_size=[32, 32]", "perturb.enabled=false",
                              *FAMILY_CFGS[family]])

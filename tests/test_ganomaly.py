@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs
 from tfanomaly import guards, losses
 from tfanomaly.config import load_config
 from tfanomaly.errors import ConfigError, UserError
@@ -12,7 +13,6 @@ from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.ganomaly import GANomaly, dcgan_widths
 from tfanomaly.train import load_model, train
-from tests.conftest import ROOT, assert_one_train_step, save_run, shipped_configs
 
 
 def tiny(size=32, channels=1, **over):

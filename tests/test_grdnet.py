@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import ROOT, assert_one_train_step, shipped_configs, vial_cfg
 from tfanomaly import guards
 from tfanomaly.config import load_config
 from tfanomaly.errors import UserError
 from tfanomaly.models import blocks, registry
 from tfanomaly.train import load_model, train
-from tests.conftest import ROOT, assert_one_train_step, shipped_configs, vial_cfg
 
 
 def tiny(variant="industrial", channels=1, **over):

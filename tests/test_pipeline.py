@@ -2,8 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from tfanomaly.data.pipeline import Data, pack
 from tests.conftest import vial_cfg
+from tfanomaly.data.pipeline import Data, pack
 
 
 def first_batches(cfg, n=2):

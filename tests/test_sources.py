@@ -4,11 +4,11 @@ import re
 import numpy as np
 import pytest
 
+from tests.conftest import vial_cfg, write_img
 from tfanomaly.config import load_config
 from tfanomaly.data.pipeline import Data
 from tfanomaly.data.sources import build_index, parse_name, polygon_patches, split_good
 from tfanomaly.errors import ConfigError, DataError
-from tests.conftest import vial_cfg, write_img
 
 
 def folder_cfg(root, *extra):
@@ -75,7 +75,7 @@ def test_vial_labels_come_from_masks(vial_data):
     cfg = vial_cfg(vial_data)
     data = Data(cfg)
     assert data.count("test", False) == sum(1 for _ in data.patches("test", False))
-    rows = [l.split(",") for l in (vial_data / "products.csv").read_text().splitlines()[1:]]
+    rows = [line.split(",") for line in (vial_data / "products.csv").read_text().splitlines()[1:]]
     defect_region = {r[0]: (int(r[3]), int(r[4])) for r in rows if r[1] == "1"}
     for e in data.patches("test", False).as_numpy_iterator():
         assert e["label"] == int(e["mask"].max() > 0)
@@ -175,9 +175,9 @@ def test_rgbd_source_and_depth_removals(tmp_path):
 def test_polygon_patches():
     polys = [np.array([[40, 40], [60, 40], [60, 60], [40, 60]], float), np.array([[5, 5], [8, 5], [8, 8]], float)]
     out = polygon_patches(polys, (128, 160), (32, 32), 32, 0, np.random.default_rng(0))
-    anomalous = [b for l, b in out if l == 1]
+    anomalous = [b for lab, b in out if lab == 1]
     assert anomalous == [[34, 34, 66, 66]]  # centred on the largest polygon
-    normal = [b for l, b in out if l == 0]
+    normal = [b for lab, b in out if lab == 0]
     assert normal and all(not (b[0] < 61 and b[2] > 40 and b[1] < 61 and b[3] > 40) for b in normal)
     assert all(not (b[0] <= 8 and b[1] <= 8) for b in normal)
     assert len(polygon_patches(polys, (128, 160), (32, 32), 32, 1, np.random.default_rng(0))) == 2

@@ -109,8 +109,8 @@ def split_products(products, fraction: float, seed: int, truth: dict | None = No
 
 def _product_truth(s: Scored) -> dict:
     truth = dict(s.product_labels)
-    for p, l in zip(s.products, s.labels):
-        truth[p] = max(truth.get(p, 0), int(l))
+    for p, lab in zip(s.products, s.labels):
+        truth[p] = max(truth.get(p, 0), int(lab))
     return truth
 
 
@@ -204,8 +204,8 @@ def evaluate(
     report, thresholds calibrated on the shifted calibration split); its full
     report goes to ``out_dir/shift`` and its headline numbers into
     ``summary["shift"]``, beside the clean ones."""
-    from tfanomaly.data.pipeline import Data
     from tfanomaly import report
+    from tfanomaly.data.pipeline import Data
 
     rule = rule or cfg.eval.calibrate
     if rule not in thresholds.RULES:

@@ -11,11 +11,10 @@ import json
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
 from tfanomaly.config import atomic_write_text
-
-import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -232,9 +231,11 @@ def console_summary(summary: dict) -> str:
     if sh:
         lines.append("")
         lines.append(f"{'domain shift':<28}{'clean':<22}{'shifted':<22}")
+        def fmt(v):
+            return f"{v:.4f}" if isinstance(v, float) else ms(v) if v else "n/a"
+
         for key, label in SHIFT_KEYS:
             a, b = summary.get(key), sh.get(key)
-            fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else ms(v) if v else "n/a")
             lines.append(f"{label:<28}{fmt(a):<22}{fmt(b):<22}")
     return "\n".join(lines)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfanomaly import tiling as tiling_mod
 from tfanomaly.data import corrupt as corrupt_mod
 from tfanomaly.data import perlin as perlin_mod
 from tfanomaly.data.augment import augment as augment_fn
 from tfanomaly.data.augment import shift as shift_fn
 from tfanomaly.data.rank import rank_images
 from tfanomaly.data.sources import Index, build_index
-from tfanomaly import tiling as tiling_mod
 from tfanomaly.errors import ConfigError, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
