@@ -144,11 +144,12 @@ def export(
     model: Path = typer.Option(..., "--model", "-m", help="Run directory of a trained model."),
     out: Path = typer.Option(..., "--out", "-o", help="SavedModel directory to write, e.g. saved_models/vials."),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="thresholds.json (default: RUN/eval/thresholds.json if present)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out (atomically; the old model stays until the new one is complete)."),
 ):
     """Export a SavedModel (serving_default + serve_png) with tfanomaly.json, atomically."""
     from tfanomaly.export import export as run_export
 
-    path = run_export(model, out, thresholds)
+    path = run_export(model, out, thresholds, force=force)
     _echo(f"exported -> {path}")
 
 

@@ -56,3 +56,10 @@ def test_resolved_config_round_trip(tmp_path):
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / name)
     assert cfg.family and cfg.model is not None
+
+
+def test_a_top_level_list_with_overrides_is_a_config_error(tmp_path):
+    f = tmp_path / "list.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping at the top level, got list"):
+        load_config(f, ["train.epochs=2"])

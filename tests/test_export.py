@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tests.conftest import ROOT, vial_cfg
 from tfanomaly.config import save_config
+from tfanomaly.errors import UserError
 from tfanomaly.export import export, variables_checksum
 from tfanomaly.models import registry
 
@@ -77,12 +78,20 @@ def test_per_region_decisions_and_metadata(exported):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_reexport_replaces_atomically(tmp_path):
+def test_reexport_refuses_a_non_empty_folder_and_force_replaces_atomically(tmp_path):
     run, _ = make_run(tmp_path)
     out = export(run, tmp_path / "sm")
+    first_hash = json.loads((out / "tfanomaly.json").read_text())["variables_sha256"]
     (out / "marker").write_text("old")
-    export(run, tmp_path / "sm")
+    with pytest.raises(UserError, match=r"sm: already exists and is not empty.*--force"):
+        export(run, tmp_path / "sm")
+    assert (out / "marker").read_text() == "old" and (out / "saved_model.pb").exists()  # untouched
+    (tmp_path / ".sm.killed").mkdir()  # what a killed export leaves
+    export(run, tmp_path / "sm", force=True)
     assert not (out / "marker").exists() and (out / "saved_model.pb").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sm")]
+    # the same run exported twice: the same variables hash (it identifies the weights)
+    assert json.loads((out / "tfanomaly.json").read_text())["variables_sha256"] == first_hash
 
 
 # ---------------------------------------------------------------- C++ binary

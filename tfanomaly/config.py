@@ -541,6 +541,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "?"
             raise ConfigError(f"{src}: {where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     return config_from_raw(raw, src, family)
 

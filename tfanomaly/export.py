@@ -23,6 +23,7 @@ import types
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import tfanomaly
@@ -44,11 +45,26 @@ def _threshold_table(th: dict | None):
 
 
 def variables_checksum(saved_model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted((saved_model_dir / "variables").glob("*")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    """SHA-256 of the variable *values* of a SavedModel: the same weights give
+    the same hash on every export (the variables files themselves are not
+    byte-stable: they embed object-graph details)."""
+    reader = tf.train.load_checkpoint(str(Path(saved_model_dir) / "variables" / "variables"))
+    # The checkpoint's keys number the variables in an order that changes from one
+    # export to the next, so the hash is over the sorted set of the values' digests.
+    digests = set()
+    for name in reader.get_variable_to_shape_map():
+        if name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"):
+            continue
+        value = np.asarray(reader.get_tensor(name))
+        digests.add(hashlib.sha256(f"{value.dtype}{value.shape}".encode() + value.tobytes()).hexdigest())
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
+
+def _clean_stale_temporaries(out: Path) -> None:
+    """Remove what a killed export of ``out`` left behind (``.NAME.*`` folders beside it)."""
+    for p in out.parent.glob(f".{out.name}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def build_archive(model: keras.Model, image_shape, th: dict | None, include_png: bool = True, tiling=None) -> keras.export.ExportArchive:
@@ -121,8 +137,14 @@ def build_archive(model: keras.Model, image_shape, th: dict | None, include_png:
     return archive
 
 
-def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: str | os.PathLike | None = None) -> Path:
+def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Write the SavedModel of a run to ``out``. A non-empty ``out`` is refused
+    unless ``force``; then the new model replaces it in one rename, and the old
+    one is removed only after the new one is complete."""
     run = Path(run_dir)
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise UserError(f"{target}: already exists and is not empty; export to a new folder, or pass --force to replace it")
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
     if cfg is None:
         raise UserError(f"{run}: no config.yaml: is this a run directory?")
@@ -140,8 +162,9 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
         tiling = types.SimpleNamespace(stride=list(t.stride), scale=t.scale, interpolation=cfg.data.interpolation, chunk=cfg.eval.batch_size)
     archive = build_archive(model, shape, th, cfg.export.include_png, tiling)
 
-    out = Path(out)
+    out = target
     out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         archive.write_out(str(tmp / "model"), verbose=False)
