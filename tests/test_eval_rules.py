@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from tfanomaly import aggregation, metrics, thresholds
+from tfanomaly.decision import Decision
 from tfanomaly.thresholds import ThresholdError, calibrate
 
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 0])
@@ -55,7 +58,7 @@ def test_per_region_thresholds_and_fallback():
     assert thr[1] == pytest.approx(scores[9])  # one good sample: std 0
     thr, warn = thresholds.calibrate_per_region("youden", labels, scores, regions, cover=[0, 1, 2])
     assert thr[2] == calibrate("youden", labels, scores) and "R2 has no calibration sample" in warn[-1]
-    np.testing.assert_array_equal(thresholds.apply([0.65, 0.65], [0, 1], {0: 0.6, 1: 0.7}), [True, False])
+    np.testing.assert_array_equal(Decision("youden", {0: 0.6, 1: 0.7}).flags([0.65, 0.65], [0, 1]), [True, False])
 
 
 def test_metrics_equal_sklearn():
@@ -122,3 +125,30 @@ def test_best_and_zfn_accuracy_by_hand():
     assert metrics.zfn_accuracy(y, s) == pytest.approx(np.mean((s >= s[y == 1].min()) == (y == 1)))
     m = metrics.image_metrics(y, s)
     assert m["max_accuracy"] >= m["zfn_accuracy"] and np.isnan(metrics.zfn_accuracy([0, 0], [1, 2]))
+
+
+def test_decision_fails_closed_and_refuses_unknown_regions(tmp_path):
+    from tfanomaly.errors import UserError
+
+    d = Decision("youden", {0: 0.5, 2: 0.7}, [7, 10])
+    np.testing.assert_array_equal(d.flags([0.4, np.nan, np.inf, -np.inf, 0.69], [0, 0, 2, 2, 2]), [False, True, True, True, False])
+    with pytest.raises(UserError, match=r"no threshold for region 1; the model knows regions 0, 2"):
+        d.flags([0.1], [1])
+    assert d.region_table()[1] == [True, False, True]
+    d.save(tmp_path / "t.json")
+    back = Decision.load(tmp_path / "t.json")
+    assert back.thresholds == {0: 0.5, 2: 0.7} and back.k_of_n == [7, 10] and back.per_region
+    assert json.loads((tmp_path / "t.json").read_text())["format_version"] == 1
+    g = Decision("youden", 0.3)
+    np.testing.assert_array_equal(g.flags([0.2, 0.3, np.nan]), [False, True, True])
+    # an older file without a version still loads
+    (tmp_path / "old.json").write_text(json.dumps({"rule": "youden", "per_region": False, "thresholds": 0.25}))
+    assert Decision.load(tmp_path / "old.json").thresholds == 0.25
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"bad.json: not a thresholds file"):
+        Decision.load(tmp_path / "bad.json")
+
+
+def test_a_nan_patch_is_not_dropped_from_its_run_maximum():
+    runs = aggregation.per_run_max(["p", "p", "q"], [0, 0, 0], [0.2, np.nan, 0.1])
+    assert runs[("p", 0)] == np.inf and runs[("q", 0)] == 0.1

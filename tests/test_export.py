@@ -1,6 +1,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -76,6 +77,22 @@ def test_per_region_decisions_and_metadata(exported):
     assert meta["image_size"] == [32, 32] and meta["channels"] == 1 and meta["family"] == "grdnet"
     assert meta["variables_sha256"] == variables_checksum(path)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_savedmodel_fails_closed_and_refuses_unknown_regions(exported):
+    model, path = exported["region"]
+    loaded = tf.saved_model.load(str(path))
+    _, x = images(3)
+    x[1, 5, 5, 0] = np.nan  # a pixel the model cannot judge
+    got = loaded.signatures["serving_default"](images=tf.constant(x), region=tf.constant([3, 3, 3], tf.int32))
+    assert not np.isfinite(got["score"].numpy()[1])
+    # region 3's threshold is 0.0: everything finite is flagged there; the NaN patch is flagged too, never passed
+    assert got["is_anomalous"].numpy().tolist() == [True, True, True]
+    for bad in ([0, 4, 1], [0, -1, 1]):  # an id the model has no threshold for
+        with pytest.raises(tf.errors.InvalidArgumentError, match="region id without a threshold"):
+            loaded.signatures["serving_default"](images=tf.constant(x), region=tf.constant(bad, tf.int32))
+    meta = json.loads((path / "tfanomaly.json").read_text())
+    assert meta["thresholds"]["known_regions"] == [0, 1, 2, 3] and "fail closed" in meta["thresholds"]["rules"]["flag"]
 
 
 def test_reexport_refuses_a_non_empty_folder_and_force_replaces_atomically(tmp_path):
@@ -216,3 +233,64 @@ def test_cpp_equals_python_for_every_family(binary, tmp_path, family):
     assert r.returncode == 0, r.stderr
     scores = np.array([im["score"] for im in json.loads(r.stdout)["images"]], np.float32)
     np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_same_verdicts_through_every_door(binary, vial_data, tmp_path):
+    """The decision has one owner: evaluate calibrates per region (one region
+    without calibration defects, so it falls back), and the verdicts of the
+    evaluation, ``predict``, the Python SavedModel and the C++ binary agree on
+    every patch of the same strips."""
+    import csv
+
+    import keras
+
+    from tests.conftest import save_run, vial_cfg
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.evaluate import evaluate, score_dataset
+    from tfanomaly.predict import predict
+
+    cfg = vial_cfg(vial_data, "eval.per_region=true", "eval.calibration_fraction=0.5", "eval.k_of_n=[1, 2]")
+    keras.utils.set_random_seed(0)
+    model = registry.build(cfg)
+    data = Data(cfg)
+    scored = score_dataset(model, data.eval_dataset("test"), keep=1)
+    for it in data.index.subset("test"):
+        scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+    scored.labels[scored.regions == 2] = 0  # region 2: no defective patch to calibrate on
+    run = save_run(model, cfg, tmp_path / "run")
+    summary = evaluate(model, cfg, run / "eval", "youden", [0], scored=scored, data=data)
+    assert any("R2" in w for w in summary["runs"][0]["warnings"])  # the fallback is reported
+    rows = list(csv.DictReader((run / "eval" / "patches.csv").open()))
+    evaluated = {(r["product"], int(r["run"]), int(r["frame"]), int(r["vial"]), int(r["region"])): bool(int(r["flagged"])) for r in rows}
+
+    tested = {k[0] for k in evaluated}
+    strips = [p for p in sorted((vial_data / "images").glob("*_f01.png")) if p.name.split("_")[0] in tested][:3]  # frame index 0
+    pred = predict(run, strips)
+    sm = tf.saved_model.load(str(export(run, tmp_path / "sm")))
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    files, verdict_py = [], []
+    for row in pred:
+        name = Path(row["file"]).stem  # <product>_r<run>_f<frame>
+        product, r, f = name.split("_")
+        key = (product, int(r[1:]), int(f[1:]) - 1, row["vial"], row["region"])
+        assert row["is_anomalous"] == evaluated[key], key  # evaluate == predict
+        verdict_py.append(row["is_anomalous"])
+    # the same patches, cut as predict cuts them, through the SavedModel and the binary
+    from tfanomaly.data.sources import strip_boxes
+    from tfanomaly.predict import _read, _resize
+
+    x, regions = [], []
+    for s in strips:
+        img = _read(s, 1)
+        for v, reg, (y0, x0, y1, x1) in strip_boxes(cfg):
+            p = _resize(img[y0:y1, x0:x1], 32, 32, cfg.data.interpolation).astype(np.float32)
+            x.append(p)
+            regions.append(reg)
+            files.append(patches / f"{s.stem}_v{v}_R{reg}.png")
+            cv2.imwrite(str(files[-1]), np.round(p[..., 0] * 255).astype(np.uint8))
+    got = sm.signatures["serving_default"](images=tf.constant(np.stack(x)), region=tf.constant(regions, tf.int32))
+    assert got["is_anomalous"].numpy().tolist() == verdict_py  # Python SavedModel == predict
+    r = run_cpp(binary, tmp_path / "sm", *files, "--json", "--batch", 20)
+    assert r.returncode == 0, r.stderr
+    assert [im["is_anomalous"] for im in json.loads(r.stdout)["images"]] == verdict_py  # C++ == Python

@@ -15,11 +15,13 @@ import numpy as np
 
 
 def per_run_max(products, runs, values) -> dict[tuple[str, int], float]:
-    """Max of ``values`` (scores, or 0/1 decisions) per (product, run)."""
+    """Max of ``values`` (scores, or 0/1 decisions) per (product, run). A NaN
+    counts as +inf: a patch that could not be scored raises its run's maximum,
+    it is never dropped from it (fail closed)."""
     out: dict[tuple[str, int], float] = {}
     for p, r, v in zip(products, runs, np.asarray(values, np.float64)):
         key = (str(p), int(r))
-        out[key] = max(out.get(key, -np.inf), float(v))
+        out[key] = max(out.get(key, -np.inf), np.inf if np.isnan(v) else float(v))
     return out
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from tfanomaly.errors import ConfigError
+from tfanomaly.files import atomic_write_text
 
 # --------------------------------------------------------------------------
 # Checks attached to fields through ``metadata={"check": ...}``.
@@ -549,27 +549,6 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

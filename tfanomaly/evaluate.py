@@ -18,6 +18,7 @@ import numpy as np
 
 from tfanomaly import aggregation, metrics, thresholds
 from tfanomaly.config import Config
+from tfanomaly.decision import Decision
 from tfanomaly.errors import UserError
 
 
@@ -131,12 +132,13 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
             all_rules[r] = thresholds.calibrate(r, s.labels[cal], s.scores[cal], **kw)
         except thresholds.ThresholdError:
             pass
-    flags = thresholds.apply(s.scores[rep], s.regions[rep], thr)
+    decision = Decision(rule, thr, list(e.k_of_n))
+    flags = decision.flags(s.scores[rep], s.regions[rep])
     lab = s.labels[rep]
     img = metrics.image_metrics(lab, s.scores[rep])
     img["at_threshold"] = metrics.at_threshold(lab, flags.astype(float), 0.5)
     img["at_threshold"]["threshold"] = thr if not isinstance(thr, dict) else None
-    out = {"image": img, "thresholds": thr, "all_rule_thresholds": all_rules, "warnings": warnings}
+    out = {"image": img, "thresholds": thr, "decision": decision, "all_rule_thresholds": all_rules, "warnings": warnings}
 
     regions = {}
     for r in np.unique(s.regions[rep]):
@@ -155,9 +157,10 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
         cal_runs = aggregation.per_run_max(s.products[cal], s.runs[cal], s.scores[cal])
         keys = sorted(cal_runs)
         pt = thresholds.calibrate(rule, [truth[p] for p, _ in keys], [cal_runs[k] for k in keys], where="product level", **kw)
-        run_flags = {k: v >= pt for k, v in run_scores.items()}
-        out["product_threshold"] = pt
-    k, n = e.k_of_n
+        keys = sorted(run_scores)
+        run_flags = dict(zip(keys, Decision(rule, pt).flags([run_scores[k] for k in keys])))
+        decision.product_threshold = out["product_threshold"] = pt
+    k, n = decision.k_of_n
     verdicts = aggregation.k_of_n(run_flags, k, n)
     names = sorted(verdicts)
     y = [truth[p] for p in names]
@@ -235,7 +238,7 @@ def evaluate(
             if not rep.any() or not cal.any():
                 raise UserError(f"eval.calibration_fraction {cfg.eval.calibration_fraction} leaves an empty calibration or reported split")
         res = evaluate_split(s, cfg, rule, cal, rep, cfg.eval.per_region)
-        res["seed"] = seed
+        res["seed"] = res["decision"].seed = seed
         res["n_calibration"], res["n_reported"] = int(cal.sum()), int(rep.sum())
         res["_masks"] = (cal, rep)
         per_seed.append(res)
@@ -265,7 +268,7 @@ def evaluate(
         "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
         "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
         **pix,
-        "runs": [{k: v for k, v in r.items() if k != "_masks"} for r in per_seed],
+        "runs": [{k: v for k, v in r.items() if k not in ("_masks", "decision")} for r in per_seed],
     }
     out = Path(out_dir)
     if shift:
@@ -302,7 +305,8 @@ def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int
     ``out_dir`` (default ``parent/eval``): ``splits.json`` and ``splits.md``."""
     import json
 
-    from tfanomaly.config import atomic_write_text, load_config
+    from tfanomaly.config import load_config
+    from tfanomaly.files import atomic_write_text
     from tfanomaly.train import load_model
 
     parent = Path(parent)

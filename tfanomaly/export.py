@@ -28,20 +28,11 @@ import tensorflow as tf
 
 import tfanomaly
 from tfanomaly.config import load_config
+from tfanomaly.decision import FORMAT_VERSION as DECISION_FORMAT
+from tfanomaly.decision import RULES_TEXT as DECISION_RULES
+from tfanomaly.decision import Decision
 from tfanomaly.errors import UserError
 from tfanomaly.train import load_model
-
-
-def _threshold_table(th: dict | None):
-    """(per_region, table) where table is a float32 vector indexed by region id, or a scalar."""
-    if not th:
-        return False, None
-    if th.get("per_region"):
-        t = {int(k): float(v) for k, v in th["thresholds"].items()}
-        size = max(t) + 1
-        fallback = max(t.values())
-        return True, [t.get(i, fallback) for i in range(size)]
-    return False, float(th["thresholds"])
 
 
 def variables_checksum(saved_model_dir: Path) -> str:
@@ -67,12 +58,12 @@ def _clean_stale_temporaries(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def build_archive(model: keras.Model, image_shape, th: dict | None, include_png: bool = True, tiling=None) -> keras.export.ExportArchive:
+def build_archive(model: keras.Model, image_shape, decision: Decision | None, include_png: bool = True, tiling=None) -> keras.export.ExportArchive:
     """The export archive; ``tiling`` (stride, scale, interpolation and chunk,
     see :func:`export`) adds the whole-image signatures ``serve_image`` and
     ``serve_image_png``."""
     h, w, c = image_shape
-    per_region, table = _threshold_table(th)
+    per_region = decision is not None and decision.per_region
     archive = keras.export.ExportArchive()
     # Only the networks the score path runs are saved (not discriminators,
     # frozen loss networks or optimizer state).
@@ -80,12 +71,21 @@ def build_archive(model: keras.Model, image_shape, th: dict | None, include_png:
         archive.track(module)
 
     def decide(res, score, region):
-        if table is not None:
-            if per_region:
+        """The rules of :class:`~tfanomaly.decision.Decision`, in the graph: a
+        region without a threshold is an InvalidArgument error (never a default
+        threshold), and a non-finite score is anomalous."""
+        if decision is None:
+            return res
+        table, known = decision.region_table()
+        if per_region:
+            ok = (region >= 0) & (region < len(table))
+            ok = ok & tf.gather(tf.constant(known), tf.clip_by_value(region, 0, len(table) - 1))
+            check = tf.debugging.Assert(tf.reduce_all(ok), ["region id without a threshold; known regions:", tf.constant([i for i, k in enumerate(known) if k])])
+            with tf.control_dependencies([check]):
                 t = tf.gather(tf.constant(table, tf.float32), tf.clip_by_value(region, 0, len(table) - 1))
-            else:
-                t = tf.constant(table, tf.float32)
-            res["is_anomalous"] = score >= t
+        else:
+            t = tf.constant(table[0], tf.float32)
+        res["is_anomalous"] = (score >= t) | ~tf.math.is_finite(score)
         return res
 
     def outputs(images, region=None):
@@ -150,17 +150,15 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
         raise UserError(f"{run}: no config.yaml: is this a run directory?")
     model = load_model(run)
     th_path = Path(thresholds_file) if thresholds_file else run / "eval" / "thresholds.json"
-    th = None
     if thresholds_file and not th_path.exists():
         raise UserError(f"{th_path}: no such thresholds file")
-    if th_path.exists():
-        th = json.loads(th_path.read_text())
+    decision = Decision.load(th_path) if th_path.exists() else None
     shape = (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
     tiling = None
     if cfg.data.tiling.enabled:
         t = cfg.data.tiling
         tiling = types.SimpleNamespace(stride=list(t.stride), scale=t.scale, interpolation=cfg.data.interpolation, chunk=cfg.eval.batch_size)
-    archive = build_archive(model, shape, th, cfg.export.include_png, tiling)
+    archive = build_archive(model, shape, decision, cfg.export.include_png, tiling)
 
     out = target
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +167,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
     try:
         archive.write_out(str(tmp / "model"), verbose=False)
         staged = tmp / "model"
-        per_region, table = _threshold_table(th)
+        per_region = decision is not None and decision.per_region
         meta = {
             "family": cfg.family,
             "image_size": list(cfg.data.image_size),
@@ -180,7 +178,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "serving_default": ["images"] + (["region"] if per_region else []),
                 "serve_png": (["png"] + (["region"] if per_region else [])) if cfg.export.include_png else None,
             },
-            "outputs": ["score", "heatmap", "reconstruction"] + (["is_anomalous"] if th else []),
+            "outputs": ["score", "heatmap", "reconstruction"] + (["is_anomalous"] if decision else []),
             "tiling": None if tiling is None else {
                 "tile": list(cfg.data.image_size),
                 "stride": list(tiling.stride),
@@ -194,13 +192,16 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "scale, cut into tiles at stride (the last tile flush with the border), scored by tiles; score = max "
                 "over tiles, heatmap [1, round(H*scale), round(W*scale), 1] stitched with overlaps averaged",
             },
-            "thresholds": None if th is None else {
-                "rule": th.get("rule"),
+            "thresholds": None if decision is None else {
+                "format_version": DECISION_FORMAT,
+                "rule": decision.rule,
                 "per_region": per_region,
-                "values": table,
+                "values": [decision.thresholds.get(i) for i in range(max(decision.thresholds) + 1)] if per_region else float(decision.thresholds),
+                "known_regions": sorted(decision.thresholds) if per_region else None,
+                "rules": DECISION_RULES,
                 "region_names": cfg.data.strip.region_names if cfg.data.source == "vials" else None,
             },
-            "aggregation": {"per_run": "max over patches", "k_of_n": list(cfg.eval.k_of_n), "patches_per_strip": 60},
+            "aggregation": {"per_run": "max over patches", "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n), "patches_per_strip": 60},
             "versions": {"tfanomaly": tfanomaly.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "variables_sha256": variables_checksum(staged),
         }

@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfanomaly.data import perlin
 from tfanomaly.data.pipeline import Data, to_float
 from tfanomaly.data.sources import summarize
-from tfanomaly.train import tile_grid, write_png
+from tfanomaly.files import write_png
+from tfanomaly.train import tile_grid
 
 
 def _region_table(data: Data, cfg) -> str:

@@ -19,11 +19,13 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfanomaly.config import atomic_write_text, load_config
+from tfanomaly.config import load_config
 from tfanomaly.data.sources import strip_boxes
+from tfanomaly.decision import Decision
 from tfanomaly.errors import DataError, UserError
+from tfanomaly.files import atomic_write_text, write_png
 from tfanomaly.tiling import TiledScorer, rescale
-from tfanomaly.train import load_model, write_png
+from tfanomaly.train import load_model
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
@@ -57,7 +59,7 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
     cfg = load_config(run / "config.yaml")
     model = load_model(run)
     th_file = run / "eval" / "thresholds.json"
-    th = json.loads(th_file.read_text()) if th_file.exists() else None
+    decision = Decision.load(th_file) if th_file.exists() else None
     h, w = cfg.data.image_size
     c = cfg.data.channels
     strips = cfg.data.source == "vials"
@@ -93,16 +95,13 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
                 results.append((float(o["score"][j]), o["heatmap"][j].numpy()))
     rows = []
     for m, (s, hm) in zip(meta, results):
-        row = dict(m, score=s)
-        if th:
-            if th.get("per_region"):
-                t = th["thresholds"].get(str(m["region"]))
-                if t is None:
-                    raise UserError(f"{th_file}: no threshold for region {m['region']}; pass --region with one of {', '.join(th['thresholds'])}")
-            else:
-                t = th["thresholds"]
-            row["threshold"] = float(t)
-            row["is_anomalous"] = bool(s >= t)
+        finite = bool(np.isfinite(s))
+        row = dict(m, score=s if finite else None)  # None: valid JSON, where NaN is not
+        if not finite:
+            row["error"] = "non-finite score (does the image hold NaN or inf values?): judged anomalous"
+        if decision is not None:
+            row["threshold"] = float(decision.threshold_for([m["region"]])[0])
+            row["is_anomalous"] = bool(decision.flags([s], [m["region"]])[0])
         rows.append(row)
         if heatmaps:
             name = Path(m["file"]).stem + (f"_v{m['vial']}_r{m['region']}" if strips else "") + "_heatmap.png"

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from tfanomaly.config import atomic_write_text
+from tfanomaly.files import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -73,11 +73,9 @@ def plot_curves(s, res, path_roc: Path, path_pr: Path):
             prec_t = tp / max(1, tp + fp)
             ax.plot(fpr_t, tpr_t, "o", ms=6, label=f"{rule} ({t:.3g})", color=f"C{i + 1}")
             ax2.plot(tpr_t, prec_t, "o", ms=6, label=rule, color=f"C{i + 1}")
-        from tfanomaly.thresholds import apply
-
-        used = apply(sc, s.regions[rep], res["thresholds"])
+        used = res["decision"].flags(sc, s.regions[rep])
         tp, fp = np.sum(used & (y == 1)), np.sum(used & (y == 0))
-        tag = "in use (per region)" if isinstance(res["thresholds"], dict) else "in use"
+        tag = "in use (per region)" if res["decision"].per_region else "in use"
         ax.plot(fp / max(1, np.sum(y == 0)), tp / max(1, np.sum(y == 1)), "k*", ms=11, label=tag)
         ax2.plot(tp / max(1, np.sum(y == 1)), tp / max(1, tp + fp), "k*", ms=11, label=tag)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
@@ -98,9 +96,8 @@ def plot_histogram(s, res, path: Path):
     ax.hist(sc[y == 1], bins=bins, alpha=0.6, label=f"defective ({int(np.sum(y == 1))})", color="tab:red", log=True)
     for i, (rule, t) in enumerate(sorted(res["all_rule_thresholds"].items())):
         ax.axvline(t, color=f"C{i + 1}", ls="--", lw=1.2, label=f"{rule} {t:.3g}")
-    thr = res["thresholds"]
-    if isinstance(thr, dict):
-        for r, t in thr.items():
+    if res["decision"].per_region:
+        for r, t in res["decision"].thresholds.items():
             ax.axvline(t, color="k", ls=":", lw=0.8)
     ax.set(xlabel="anomaly score (raw)", ylabel="patches (log)", title="Scores on the reported split; dashed: thresholds by rule, dotted: per-region thresholds in use")
     ax.title.set_fontsize(8)
@@ -118,11 +115,9 @@ def sample_name(s, i: int, vials: bool) -> str:
 
 def plot_worst(s, res, path: Path, n: int = 8, vials: bool = True):
     """Input, reconstruction and heatmap overlay for the worst false positives and negatives."""
-    from tfanomaly.thresholds import apply
-
     cal, rep = res["_masks"]
     idx = np.flatnonzero(rep)
-    flags = apply(s.scores[idx], s.regions[idx], res["thresholds"])
+    flags = res["decision"].flags(s.scores[idx], s.regions[idx])
     y = s.labels[idx]
     fp = idx[(flags == 1) & (y == 0)]
     fn = idx[(flags == 0) & (y == 1)]
@@ -251,23 +246,11 @@ SHIFT_KEYS = [
 def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2))
-    thr = first["thresholds"]
-    atomic_write_text(
-        out / "thresholds.json",
-        json.dumps(_jsonable({
-            "rule": summary["rule"],
-            "per_region": isinstance(thr, dict),
-            "thresholds": thr,
-            "product_threshold": first.get("product_threshold"),
-            "k_of_n": cfg.eval.k_of_n,
-            "seed": first["seed"],
-            "score": "raw model score; flagged when score >= threshold",
-        }), indent=2),
-    )
+    decision = first["decision"]
+    decision.save(out / "thresholds.json")
+    thr = decision.thresholds
     cal, rep = first["_masks"]
-    from tfanomaly.thresholds import apply
-
-    flags = apply(s.scores, s.regions, thr)
+    flags = decision.flags(s.scores, s.regions)
     _write_csv(
         out / "patches.csv",
         ["index", "product", "run", "frame", "vial", "region", "label", "score", "split", "flagged"],
@@ -276,7 +259,7 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     )
     reg_rows = []
     for r, m in sorted(first["regions"].items()):
-        t = thr[r] if isinstance(thr, dict) else thr
+        t = thr[r] if decision.per_region else thr
         a = m["at_threshold"]
         reg_rows.append([region_name(cfg, r), m["n"], m["n_defective"], m["auroc"], t, a["accuracy"], a["tpr"], a["tnr"], a["fp"], a["fn"]])
     reg_header = ["region", "patches", "defective", "auroc", "threshold", "accuracy", "tpr", "tnr", "fp", "fn"]

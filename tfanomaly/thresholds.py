@@ -96,12 +96,3 @@ def calibrate_per_region(rule, labels, scores, regions, cover=(), **kw) -> tuple
             out[int(r)] = global_t
             warnings.append(f"region R{int(r)} has no calibration sample; it uses the global threshold {global_t:.6g}")
     return out, warnings
-
-
-def apply(scores, regions, thresholds) -> np.ndarray:
-    """Decisions for scores, with a scalar threshold or a {region: threshold} dict."""
-    scores = np.asarray(scores, np.float64)
-    if isinstance(thresholds, dict):
-        t = np.array([thresholds[int(r)] for r in np.asarray(regions).ravel()])
-        return scores >= t
-    return scores >= float(thresholds)

@@ -24,9 +24,10 @@ import keras
 import numpy as np
 
 from tfanomaly import guards, runtime
-from tfanomaly.config import Config, atomic_write_text, save_config
+from tfanomaly.config import Config, save_config
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
+from tfanomaly.files import atomic_write_text, write_png
 from tfanomaly.models import registry
 
 
@@ -50,13 +51,6 @@ def tile_grid(columns: dict, max_rows: int = 8) -> np.ndarray:
         cols.append(np.concatenate([head.astype(np.float32) / 255.0, col], 0))
         cols.append(np.full((cols[-1].shape[0], 2, 3), 0.5, np.float32))
     return (np.concatenate(cols[:-1], axis=1) * 255).round().astype(np.uint8)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
 
 
 class SessionSteps(keras.callbacks.Callback):
