@@ -294,3 +294,20 @@ def test_same_verdicts_through_every_door(binary, vial_data, tmp_path):
     r = run_cpp(binary, tmp_path / "sm", *files, "--json", "--batch", 20)
     assert r.returncode == 0, r.stderr
     assert [im["is_anomalous"] for im in json.loads(r.stdout)["images"]] == verdict_py  # C++ == Python
+
+
+def test_cpp_fails_closed_on_non_finite_inputs(binary, exported, tmp_path):
+    _, path = exported["region"]
+    _, x = images(2, seed=6)
+    x[1, 3, 3, 0] = np.nan
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"n{i}_R1.npy")
+        np.save(files[-1], x[i])
+    r = run_cpp(binary, path, *files, "--json", "--batch", 2)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)  # valid JSON: no bare nan
+    bad = out["images"][1]
+    assert bad["score"] is None and bad["is_anomalous"] is True and "non-finite" in bad["error"]
+    strip = out["strips"][0]
+    assert strip["defective"] is True and strip["nonfinite_patches"] == 1 and strip["max_score"] is None

@@ -72,8 +72,11 @@ StripVerdict AggregateStrip(const Result& r, size_t begin, size_t end) {
   StripVerdict v;
   v.max_score = -INFINITY;
   for (size_t i = begin; i < end && i < r.size(); ++i) {
-    v.max_score = std::max(v.max_score, r.scores[i]);
-    if (!r.is_anomalous.empty() && r.is_anomalous[i]) ++v.flagged_patches;
+    // fail closed: a patch that could not be scored (NaN / inf) raises the maximum and flags the strip
+    const bool finite = std::isfinite(r.scores[i]);
+    v.max_score = finite ? std::max(v.max_score, r.scores[i]) : INFINITY;
+    if (!finite) ++v.nonfinite_patches;
+    if ((!r.is_anomalous.empty() && r.is_anomalous[i]) || !finite) ++v.flagged_patches;
   }
   v.defective = v.flagged_patches > 0;
   return v;

@@ -8,6 +8,7 @@
 // (..._R<id>.png / .npy). Errors print one line and exit with the codes of
 // tfanomaly::ErrorCode; the binary never aborts.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -216,6 +217,7 @@ int Run(int argc, char** argv) {
   for (double v : batch_ms) sum_ms += v;
   char buf[64];
   auto num = [&](double v) {
+    if (json && !std::isfinite(v)) return std::string("null");  // JSON has no NaN / inf
     std::snprintf(buf, sizeof buf, "%.9g", v);
     return std::string(buf);
   };
@@ -224,24 +226,28 @@ int Run(int argc, char** argv) {
               << ", \"images\": [";
     for (size_t i = 0; i < total; ++i) {
       std::cout << (i ? ", " : "") << "{\"name\": \"" << names[i] << "\", \"score\": " << num(all.scores[i]);
-      if (!all.is_anomalous.empty()) std::cout << ", \"is_anomalous\": " << (all.is_anomalous[i] ? "true" : "false");
+      const bool finite = std::isfinite(all.scores[i]);
+      if (!all.is_anomalous.empty() || !finite) std::cout << ", \"is_anomalous\": " << ((!finite || all.is_anomalous[i]) ? "true" : "false");
+      if (!finite) std::cout << ", \"error\": \"non-finite score: judged anomalous\"";
       std::cout << "}";
     }
     std::cout << "], \"strips\": [";
     for (size_t s = 0; s < strips.size(); ++s) {
       std::cout << (s ? ", " : "") << "{\"max_score\": " << num(strips[s].max_score) << ", \"flagged_patches\": " << strips[s].flagged_patches
+                << ", \"nonfinite_patches\": " << strips[s].nonfinite_patches
                 << ", \"defective\": " << (strips[s].defective ? "true" : "false") << ", \"ms\": " << num(batch_ms[s]) << "}";
     }
     std::cout << "]}" << std::endl;
   } else {
     for (size_t i = 0; i < total; ++i) {
       std::cout << names[i] << "\t" << num(all.scores[i]);
-      if (!all.is_anomalous.empty()) std::cout << "\t" << (all.is_anomalous[i] ? "ANOMALOUS" : "ok");
+      if (!std::isfinite(all.scores[i])) std::cout << "\tANOMALOUS (non-finite score)";
+      else if (!all.is_anomalous.empty()) std::cout << "\t" << (all.is_anomalous[i] ? "ANOMALOUS" : "ok");
       std::cout << "\n";
     }
     for (size_t s = 0; s < strips.size(); ++s) {
       std::cout << "strip " << s << ": max score " << num(strips[s].max_score) << ", " << strips[s].flagged_patches << " flagged, "
-                << (all.is_anomalous.empty() ? "no thresholds" : (strips[s].defective ? "DEFECTIVE" : "good")) << ", "
+                << (strips[s].nonfinite_patches ? "DEFECTIVE (non-finite scores)" : all.is_anomalous.empty() ? "no thresholds" : (strips[s].defective ? "DEFECTIVE" : "good")) << ", "
                 << num(batch_ms[s]) << " ms\n";
     }
     std::cout << "load " << num(Ms(t0, t1)) << " ms, " << total << " images in " << num(sum_ms) << " ms ("

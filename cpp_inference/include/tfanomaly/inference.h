@@ -56,7 +56,8 @@ struct Result {
 
 struct StripVerdict {
   float max_score = 0.f;
-  int flagged_patches = 0;
+  int flagged_patches = 0;    // flagged by the model's thresholds, or not finite
+  int nonfinite_patches = 0;  // scores that are NaN or inf: always flagged (fail closed)
   bool defective = false;  // any patch flagged (the per-run rule of the line)
 };
 
