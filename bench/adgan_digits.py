@@ -46,7 +46,8 @@ def write_digits(out: Path, digit: int, n_anomalous: int, seed: int = 0) -> Path
 def run(root: Path, objective: str, minutes: float, work: Path) -> dict:
     from tfanomaly.config import load_config
     from tfanomaly.evaluate import evaluate
-    from tfanomaly.train import load_model, train
+    from tfanomaly.run import Run
+    from tfanomaly.train import train
 
     over = [
         f"data.root={root}", "data.image_size=[32, 32]", "data.channels=1", "data.mask_suffix=.none",
@@ -58,9 +59,9 @@ def run(root: Path, objective: str, minutes: float, work: Path) -> dict:
     run_dir = work / f"{root.name}_{objective}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    train(cfg, run_dir, verbose=0)
-    steps = json.loads((run_dir / "train_summary.json").read_text())["global_step"]
-    s = evaluate(load_model(run_dir), cfg, run_dir / "eval", seeds=[0, 1, 2])
+    run = Run(train(cfg, run_dir, verbose=0))
+    steps = run.summary()["global_step"]
+    s = evaluate(run.load_model(), cfg, run.eval_dir, seeds=[0, 1, 2])
     return {"auroc": s["image_auroc"]["mean"], "opt_acc": s["optimal_accuracy"]["mean"], "steps": steps}
 
 

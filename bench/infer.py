@@ -90,17 +90,15 @@ def build_binary(build: Path) -> Path:
 def export_random(config: str, tmp: Path) -> tuple[Path, tuple]:
     import keras
 
-    from tfanomaly.config import load_config, save_config
+    from tfanomaly.config import load_config
     from tfanomaly.export import export
     from tfanomaly.models import registry
+    from tfanomaly.run import Run
 
     cfg = load_config(config, ["data.root=unused"])
     keras.utils.set_random_seed(0)
-    run = tmp / "run"
-    run.mkdir(parents=True)
-    registry.build(cfg).save(run / "model.keras")
-    save_config(cfg, run / "config.yaml")
-    out = export(run, tmp / "sm")
+    run = Run.write(tmp / "run", registry.build(cfg), cfg)
+    out = export(run.path, tmp / "sm")
     return out, (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
 
 

@@ -25,38 +25,24 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in (run / "checkpoints").glob("step_*.keras"):
-        m = re.fullmatch(r"step_(\d+)\.keras", p.name)
-        if m:
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
 def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
-    import keras
-
-    from tfanomaly.config import load_config
     from tfanomaly.data.pipeline import Data
     from tfanomaly.evaluate import evaluate
-    from tfanomaly.models import registry
+    from tfanomaly.run import Run, load_model
 
-    cfg = load_config(run / "config.yaml")
-    for name in registry.names():  # register the families for deserialization
-        registry.model_class(name)
+    run = Run(run)
+    cfg = run.config()
     data = Data(cfg)
-    t0 = (run / "config.yaml").stat().st_mtime
+    t0 = run.config_file.stat().st_mtime
     rows = []
-    for step, path in checkpoints(run):
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    for step, path in run.step_checkpoints():
+        model = load_model(path)
         summary = evaluate(model, cfg, out / f"step_{step:07d}", seeds=seeds, data=data)
         row = {
             "step": step,
@@ -108,7 +94,9 @@ def main():
 
         cfg = tfanomaly.load_config(a.config, [*a.set, f"train.checkpoint_every={a.every}"])
         tfanomaly.train(cfg, a.run_dir, resume=a.resume)
-    if not checkpoints(a.run_dir):
+    from tfanomaly.run import Run
+
+    if not Run(a.run_dir).step_checkpoints():
         sys.exit(f"{a.run_dir}: no checkpoints/step_*.keras (train with train.checkpoint_every > 0)")
     out = a.run_dir / "learning_curve"
     out.mkdir(parents=True, exist_ok=True)

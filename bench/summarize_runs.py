@@ -24,7 +24,7 @@ def ms(values):
 
 
 def trainable_millions(run: Path) -> float:
-    from tfanomaly.train import load_model
+    from tfanomaly.run import load_model
 
     m = load_model(run)
     skip = {"vgg16_taps"}  # frozen loss network: not trained
@@ -32,7 +32,9 @@ def trainable_millions(run: Path) -> float:
 
 
 def row(run: Path, eval_dir: str) -> str:
-    t = json.loads((run / "train_summary.json").read_text())
+    from tfanomaly.run import Run
+
+    t = Run(run).summary()
     e = json.loads((run / eval_dir / "metrics.json").read_text())
     at = [r["image"]["at_threshold"] for r in e["runs"]]
     cells = [

@@ -74,12 +74,14 @@ def train(
     if family not in registry.names():
         raise UserError(f"train: unknown family {family!r}; expected one of {', '.join(registry.names())}")
     cfg = _load(config, set_, family)
+    from tfanomaly.run import Run, split_run
     from tfanomaly.train import default_run_dir
     from tfanomaly.train import train as run_train
 
-    def report(run):
-        summary = json.loads((run / "train_summary.json").read_text())
-        _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run}/model.keras")
+    def report(path):
+        run = Run(path)
+        summary = run.summary()
+        _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run.model_file}")
 
     seeds = _seeds(split_seeds, "--split-seeds")
     if not seeds:
@@ -87,12 +89,12 @@ def train(
         return
     parent = run_dir or default_run_dir(cfg)
     for s in seeds:
-        sub = parent / f"split_{s}"
-        if (sub / "train_summary.json").exists() and (sub / "model.keras").exists():
-            _echo(f"{sub}: already trained, skipped")
+        sub = split_run(parent, s)
+        if sub.finished:
+            _echo(f"{sub.path}: already trained, skipped")
             continue
         cfg_s = _load(config, [*(set_ or []), f"seed={s}", f"data.split.seed={s}"], family)
-        report(run_train(cfg_s, sub, resume=resume or (sub / "config.yaml").exists(), echo=_echo))
+        report(run_train(cfg_s, sub.path, resume=resume or sub.started, echo=_echo))
 
 
 @app.command("eval")
@@ -115,26 +117,26 @@ def eval_(
     MODEL may also be a folder of split_<seed> runs (train --split-seeds): each is
     evaluated on its own test split and the table gives the mean and std over splits."""
     from tfanomaly.config import load_config
+    from tfanomaly.run import Run, split_runs
 
+    run = Run(model)
     seed_list = _seeds(seeds, "--seeds")
-    if not (model / "model.keras").exists() and not config:
-        from tfanomaly.evaluate import evaluate_splits, split_runs, splits_table
+    if not run.model_file.exists() and not config:
+        from tfanomaly.evaluate import evaluate_splits, splits_table
 
         if split_runs(model):
             if set_ or shift:
                 raise UserError("--set and --shift apply to one run; evaluate a split_<seed> run on its own for them")
             summary = evaluate_splits(model, calibrate, seed_list, force, out)
             typer.echo(splits_table(summary))
-            _echo(f"per-split reports -> {model}/split_*/eval/; table -> {out or model / 'eval'}/splits.md")
+            _echo(f"per-split reports -> {model}/split_*/eval/; table -> {out or run.eval_dir}/splits.md")
             return
-    cfg_path = config or model / "config.yaml"
-    cfg = load_config(cfg_path, set_ or [])
+    cfg = load_config(config or run.config_file, set_ or [])
     from tfanomaly.evaluate import evaluate
     from tfanomaly.report import console_summary
-    from tfanomaly.train import load_model
 
-    out_dir = out or model / "eval"
-    summary = evaluate(load_model(model), cfg, out_dir, calibrate, seed_list, force, shift=shift)
+    out_dir = out or run.eval_dir
+    summary = evaluate(run.load_model(), cfg, out_dir, calibrate, seed_list, force, shift=shift)
     typer.echo(console_summary(summary))
     _echo(f"report -> {out_dir}/report.html")
 

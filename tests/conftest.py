@@ -78,15 +78,7 @@ def assert_one_train_step(model, size, channels, batch=2):
 
 def save_run(model, cfg, run, thresholds=None):
     """A run directory as `tfanomaly train` leaves it (model.keras + config.yaml [+ eval/thresholds.json])."""
-    import json
+    from tfanomaly.run import Run
 
-    from tfanomaly.config import save_config
-
-    run = Path(run)
-    run.mkdir(parents=True)
-    model.save(run / "model.keras")
-    save_config(cfg, run / "config.yaml")
-    if thresholds is not None:
-        (run / "eval").mkdir()
-        (run / "eval" / "thresholds.json").write_text(json.dumps(thresholds))
-    return run
+    assert not Path(run).exists()
+    return Run.write(run, model, cfg, thresholds).path

@@ -17,6 +17,7 @@ from tfanomaly.errors import ConfigError
 from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.autoencoder import Autoencoder, ConvexCombination, masked_loss, sdc_receptive_field
+from tfanomaly.run import Run
 from tfanomaly.train import ReduceLROnPlateauAll, load_model, train
 
 SDC = {"model.variant": "sdc", "corrupt.enabled": "true"}
@@ -243,14 +244,14 @@ def test_train_eval_shift_and_export(vial_data, tmp_path):
         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4", "train.lr_schedule=constant",
         "train.validation_fraction=0.34", "train.reduce_on_plateau.patience=1", "train.grad_accum_steps=2"])
     run = train(cfg, tmp_path / "run", verbose=0)
-    summary = json.loads((run / "train_summary.json").read_text())
+    summary = json.loads(Run(run).summary_file.read_text())
     assert summary["global_step"] == 4 and summary["grad_accum_steps"] == 2
     assert {"loss", "val_loss", "lr"} <= set(summary["final_losses"])
     model = load_model(run)
     assert isinstance(model, Autoencoder)
-    res = evaluate(model, cfg, run / "eval", shift=True)
+    res = evaluate(model, cfg, Run(run).eval_dir, shift=True)
     assert set(res["shift"]) >= {"image_auroc", "pixel_auroc", "settings"}
-    assert (run / "eval" / "shift" / "metrics.json").exists()
+    assert (Run(run).eval_dir / "shift" / "metrics.json").exists()
     x = images(3)
     ref = model.score(x)
     sm = tf.saved_model.load(str(export(run, tmp_path / "sm")))

@@ -18,6 +18,7 @@ from tfanomaly.data.sources import Index, Item, balanced_split
 from tfanomaly.models import registry
 from tfanomaly.models.base import HalfwayLinearDecay
 from tfanomaly.models.cyclegan import frechet_distance, gaussian_stats, patch_discriminator, per_image_fid, resnet_generator
+from tfanomaly.run import Run, split_run
 
 TINY = ["model.gen_base=8", "model.disc_base=8", "model.n_res=1", "model.disc_layers=2"]
 
@@ -356,9 +357,9 @@ def test_train_split_seeds_then_eval_over_splits(folder_data, tmp_path):
     r = CliRunner().invoke(app, ["train", "cyclegan", "--config", str(cfg_file), "--split-seeds", "0,1", "--run-dir", str(runs)])
     assert r.exit_code == 0, r.output
     for s in (0, 1):
-        saved = load_config(runs / f"split_{s}" / "config.yaml")
+        saved = load_config(split_run(runs, s).config_file)
         assert saved.seed == s and saved.data.split.seed == s
-        summary = json.loads((runs / f"split_{s}" / "train_summary.json").read_text())
+        summary = json.loads(split_run(runs, s).summary_file.read_text())
         assert summary["global_step"] == 4 and summary["train_patches"] == 7
     # a second call skips the finished splits
     r = CliRunner().invoke(app, ["train", "cyclegan", "--config", str(cfg_file), "--split-seeds", "0,1", "--run-dir", str(runs)])
@@ -366,16 +367,16 @@ def test_train_split_seeds_then_eval_over_splits(folder_data, tmp_path):
 
     r = CliRunner().invoke(app, ["eval", "--model", str(runs)])
     assert r.exit_code == 0, r.output
-    table = json.loads((runs / "eval" / "splits.json").read_text())
+    table = json.loads((Run(runs).eval_dir / "splits.json").read_text())
     assert [row["split_seed"] for row in table["splits"]] == [0, 1] and table["rule"] == "zero_fn"
     for row in table["splits"]:
-        per = json.loads((runs / f"split_{row['split_seed']}" / "eval" / "metrics.json").read_text())
+        per = json.loads((split_run(runs, row["split_seed"]).eval_dir / "metrics.json").read_text())
         assert row["image_auroc"] == per["image_auroc"]["mean"] and per["seeds"] == [row["split_seed"]]
         assert row["n_reported"] == 2  # 6 balanced test images: round(0.5 * 3) of each class calibrate, 1 + 1 report
     vals = [row["zfn_accuracy"] for row in table["splits"]]
     assert table["zfn_accuracy"]["mean"] == pytest.approx(np.mean(vals))
     assert table["zfn_accuracy"]["std"] == pytest.approx(np.std(vals))
-    assert "mean ± std" in (runs / "eval" / "splits.md").read_text()
+    assert "mean ± std" in (Run(runs).eval_dir / "splits.md").read_text()
     r = CliRunner().invoke(app, ["eval", "--model", str(runs), "--seeds", "7"])
     assert isinstance(r.exception, Exception) and "no split_7 run" in str(r.exception)
 

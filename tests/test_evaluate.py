@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import vial_cfg
-from tfanomaly.config import save_config
+from tests.conftest import save_run, vial_cfg
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
 from tfanomaly.evaluate import evaluate, score_dataset, split_products
@@ -81,13 +80,8 @@ def test_predict_strips(setup, tmp_path, vial_data):
     cfg, model, _, _, _ = setup
     from tfanomaly.predict import predict
 
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    save_config(cfg, run / "config.yaml")
-    (run / "eval").mkdir()
     th = {"per_region": True, "thresholds": {"0": 0.1, "1": 0.2, "2": 0.3, "3": 0.4}}
-    (run / "eval" / "thresholds.json").write_text(json.dumps(th))
+    run = save_run(model, cfg, tmp_path / "run", th)
     strips = sorted((vial_data / "images").glob("*.png"))[:2]
     rows = predict(run, strips, tmp_path / "out.csv", tmp_path / "heat")
     assert len(rows) == 40 and {(r["vial"], r["region"]) for r in rows} == {(v, r) for v in range(5) for r in range(4)}

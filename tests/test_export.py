@@ -8,25 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT, vial_cfg
-from tfanomaly.config import save_config
+from tests.conftest import ROOT, save_run, vial_cfg
 from tfanomaly.errors import UserError
 from tfanomaly.export import export, variables_checksum
 from tfanomaly.models import registry
+from tfanomaly.run import Run
 
 
 def make_run(tmp_path, thresholds=None, variant="industrial"):
     cfg = vial_cfg("unused", f"model.variant={variant}")
-    run = tmp_path / f"run_{variant}"
-    run.mkdir()
     tf.keras.utils.set_random_seed(0)
     model = registry.build(cfg)
-    model.save(run / "model.keras")
-    save_config(cfg, run / "config.yaml")
-    if thresholds is not None:
-        (run / "eval").mkdir()
-        (run / "eval" / "thresholds.json").write_text(json.dumps(thresholds))
-    return run, model
+    return save_run(model, cfg, tmp_path / f"run_{variant}", thresholds), model
 
 
 def images(n=6, seed=0):
@@ -258,9 +251,9 @@ def test_same_verdicts_through_every_door(binary, vial_data, tmp_path):
         scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
     scored.labels[scored.regions == 2] = 0  # region 2: no defective patch to calibrate on
     run = save_run(model, cfg, tmp_path / "run")
-    summary = evaluate(model, cfg, run / "eval", "youden", [0], scored=scored, data=data)
+    summary = evaluate(model, cfg, Run(run).eval_dir, "youden", [0], scored=scored, data=data)
     assert any("R2" in w for w in summary["runs"][0]["warnings"])  # the fallback is reported
-    rows = list(csv.DictReader((run / "eval" / "patches.csv").open()))
+    rows = list(csv.DictReader((Run(run).eval_dir / "patches.csv").open()))
     evaluated = {(r["product"], int(r["run"]), int(r["frame"]), int(r["vial"]), int(r["region"])): bool(int(r["flagged"])) for r in rows}
 
     tested = {k[0] for k in evaluated}

@@ -12,6 +12,7 @@ from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.export import export
 from tfanomaly.models import registry
 from tfanomaly.models.ganomaly import GANomaly, dcgan_widths
+from tfanomaly.run import Run
 from tfanomaly.train import load_model, train
 
 
@@ -208,9 +209,9 @@ def test_save_load_and_export_give_the_same_scores(tmp_path):
     assert isinstance(again, GANomaly)
     for k in ref:
         np.testing.assert_array_equal(again.score(x)[k].numpy(), ref[k].numpy())
-    (run / "eval").mkdir()
+    Run(run).eval_dir.mkdir()
     thr = float(np.median(ref["score"].numpy()))
-    (run / "eval" / "thresholds.json").write_text(json.dumps({"rule": "youden", "per_region": False, "thresholds": thr}))
+    Run(run).thresholds_file.write_text(json.dumps({"rule": "youden", "per_region": False, "thresholds": thr}))
     sm = tf.saved_model.load(str(export(run, tmp_path / "sm")))
     got = sm.signatures["serving_default"](images=tf.constant(x))
     for k in ref:
@@ -247,9 +248,9 @@ def test_train_eval_export_through_the_shared_driver(vial_data, tmp_path):
         "data.rank_images=[1, 4]", "data.eval_frames=[0, 2]", "perturb.enabled=false", "model.base_width=8",
         "model.latent_dim=16", "train.epochs=1", "train.steps_per_epoch=3", "train.batch_size=4"])
     run = train(cfg, tmp_path / "run", verbose=0)
-    summary = json.loads((run / "train_summary.json").read_text())
+    summary = json.loads(Run(run).summary_file.read_text())
     assert summary["family"] == "ganomaly" and summary["global_step"] == 3
     assert {"g_loss", "adv", "con", "enc", "d_loss", "d_reinits"} <= set(summary["final_losses"])
-    res = evaluate(load_model(run), cfg, run / "eval")
-    assert 0.0 <= res["image_auroc"]["mean"] <= 1.0 and (run / "eval" / "thresholds.json").exists()
+    res = evaluate(load_model(run), cfg, Run(run).eval_dir)
+    assert 0.0 <= res["image_auroc"]["mean"] <= 1.0 and Run(run).thresholds_file.exists()
     assert export(run, tmp_path / "sm").joinpath("saved_model.pb").exists()

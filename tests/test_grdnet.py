@@ -10,6 +10,7 @@ from tfanomaly import guards
 from tfanomaly.config import load_config
 from tfanomaly.errors import UserError
 from tfanomaly.models import blocks, registry
+from tfanomaly.run import Run
 from tfanomaly.train import load_model, train
 
 
@@ -177,17 +178,17 @@ def test_training_run_and_resume(vial_data, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, extra_callbacks=[_Stop()], verbose=0)
-    assert (run / "backup").exists() and not (run / "model.keras").exists()
+    assert Run(run).backup_dir.exists() and not Run(run).model_file.exists()
     with pytest.raises(UserError, match="already holds a run"):
         train(cfg, run, verbose=0)
     train(cfg, run, resume=True, verbose=0)
     import json
 
-    summary = json.loads((run / "train_summary.json").read_text())
+    summary = json.loads(Run(run).summary_file.read_text())
     assert summary["global_step"] == 6 and summary["steps_this_session"] == 3
-    rows = list(csv.DictReader((run / "logs" / "history.csv").open()))
+    rows = list(csv.DictReader(Run(run).history_file.open()))
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert (run / "samples" / "epoch_002.png").exists() and (run / "config.yaml").exists()
+    assert (Run(run).samples_dir / "epoch_002.png").exists() and Run(run).config_file.exists()
     m = load_model(run)
     assert m.score(tf.zeros([1, 32, 32, 1]))["score"].shape == (1,)
 

@@ -13,6 +13,7 @@ from tests.conftest import write_img
 from tfanomaly import tiling
 from tfanomaly.config import load_config
 from tfanomaly.errors import ConfigError
+from tfanomaly.run import Run
 
 
 def probe_score(tiles):
@@ -280,10 +281,10 @@ def test_checkpoint_every_keeps_step_files(sized_folder, tmp_path):
 
     cfg = tiled_cfg(sized_folder, "train.epochs=2", "train.steps_per_epoch=2", "train.checkpoint_every=1")
     run = train(cfg, tmp_path / "run", verbose=0, echo=lambda m: None)
-    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.keras")) == ["step_0000002.keras", "step_0000004.keras"]
-    summary = json.loads((run / "train_summary.json").read_text())
+    assert sorted(p.name for p in Run(run).checkpoints_dir.glob("step_*.keras")) == ["step_0000002.keras", "step_0000004.keras"]
+    summary = json.loads(Run(run).summary_file.read_text())
     assert set(summary["monitor"]) >= {"mon_ssim", "mon_psnr", "mon_spread"}
-    header = (run / "logs" / "history.csv").read_text().splitlines()[0].split(",")
+    header = Run(run).history_file.read_text().splitlines()[0].split(",")
     assert "mon_spread" in header and not any(h.startswith("val_") for h in header)  # no validation split: no empty val_ columns
 
 

@@ -25,23 +25,21 @@ def train(cfg, run_dir=None, resume=False, **kw):
 
 
 def load_model(run_dir):
-    from tfanomaly.train import load_model as _load
+    from tfanomaly.run import load_model as _load
 
     return _load(run_dir)
 
 
 def evaluate_run(run_dir, cfg=None, out_dir=None, **kw):
     """Evaluate the model of a run directory (config from the run unless given)."""
-    from pathlib import Path
-
     from tfanomaly.evaluate import evaluate
+    from tfanomaly.run import Run
 
-    run = Path(run_dir)
-    cfg = cfg or load_config(run / "config.yaml")
-    return evaluate(load_model(run), cfg, out_dir or run / "eval", **kw)
+    run = Run(run_dir)
+    return evaluate(run.load_model(), cfg or run.config(), out_dir or run.eval_dir, **kw)
 
 
-def export(run_dir, out, thresholds_file=None):
+def export(run_dir, out, thresholds_file=None, force=False):
     from tfanomaly.export import export as _export
 
-    return _export(run_dir, out, thresholds_file)
+    return _export(run_dir, out, thresholds_file, force=force)

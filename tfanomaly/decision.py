@@ -32,6 +32,7 @@ from tfanomaly.errors import UserError
 from tfanomaly.files import atomic_write_text
 
 FORMAT_VERSION = 1
+FILE_NAME = "thresholds.json"  # inside an evaluation folder (RUN/eval/ by default)
 RULES_TEXT = {
     "flag": "anomalous when score >= threshold, or when the score is not finite (fail closed)",
     "missing_region": "a region id without a threshold is an error (never a default threshold)",

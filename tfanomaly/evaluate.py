@@ -287,17 +287,6 @@ def evaluate(
 SPLIT_KEYS = ("image_auroc", "max_accuracy", "zfn_accuracy", "accuracy_at_threshold", "f1_at_threshold", "optimal_accuracy")
 
 
-def split_runs(parent: str | Path) -> dict[int, Path]:
-    """``{split seed: run dir}`` of the ``split_<seed>`` runs in ``parent``
-    (written by ``tfanomaly train --split-seeds``)."""
-    out = {}
-    for p in Path(parent).glob("split_*"):
-        tail = p.name[len("split_"):]
-        if p.is_dir() and tail.isdigit():
-            out[int(tail)] = p
-    return dict(sorted(out.items()))
-
-
 def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int] | None = None, force: bool = False, out_dir: str | Path | None = None) -> dict:
     """Evaluate every ``split_<seed>`` run of ``parent`` (each on its own test
     split, calibrating with its own seed) and report the mean and std over the
@@ -305,9 +294,8 @@ def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int
     ``out_dir`` (default ``parent/eval``): ``splits.json`` and ``splits.md``."""
     import json
 
-    from tfanomaly.config import load_config
     from tfanomaly.files import atomic_write_text
-    from tfanomaly.train import load_model
+    from tfanomaly.run import Run, split_runs
 
     parent = Path(parent)
     runs = split_runs(parent)
@@ -320,17 +308,16 @@ def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int
         raise UserError(f"{parent}: neither a run (model.keras) nor a folder of split_<seed> runs")
     rows = []
     for s, run in runs.items():
-        if not (run / "model.keras").exists():
-            raise UserError(f"{run}: no model.keras: this split has not finished training (resume it with `tfanomaly train ... --split-seeds {s} --run-dir {parent}`)")
-        cfg = load_config(run / "config.yaml")
-        summ = evaluate(load_model(run), cfg, run / "eval", rule, [s], force)
+        if not run.model_file.exists():
+            raise UserError(f"{run.path}: no model.keras: this split has not finished training (resume it with `tfanomaly train ... --split-seeds {s} --run-dir {parent}`)")
+        summ = evaluate(run.load_model(), run.config(), run.eval_dir, rule, [s], force)
         row = {"split_seed": s, "rule": summ["rule"], "n_reported": summ["runs"][0]["n_reported"]}
         row.update({k: summ[k]["mean"] for k in SPLIT_KEYS})
         row["pixel_auroc"] = summ.get("pixel_auroc", float("nan"))
         rows.append(row)
     keys = (*SPLIT_KEYS, "pixel_auroc")
     summary = {"parent": str(parent), "rule": rows[0]["rule"], "splits": rows, **{k: _mean_std([r[k] for r in rows]) for k in keys}}
-    out = Path(out_dir) if out_dir else parent / "eval"
+    out = Path(out_dir) if out_dir else Run(parent).eval_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "splits.json", json.dumps(summary, indent=2, default=float))
     atomic_write_text(out / "splits.md", splits_table(summary) + "\n")

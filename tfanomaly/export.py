@@ -27,12 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 import tfanomaly
-from tfanomaly.config import load_config
 from tfanomaly.decision import FORMAT_VERSION as DECISION_FORMAT
 from tfanomaly.decision import RULES_TEXT as DECISION_RULES
 from tfanomaly.decision import Decision
 from tfanomaly.errors import UserError
-from tfanomaly.train import load_model
+from tfanomaly.run import Run
 
 
 def variables_checksum(saved_model_dir: Path) -> str:
@@ -141,15 +140,13 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
     """Write the SavedModel of a run to ``out``. A non-empty ``out`` is refused
     unless ``force``; then the new model replaces it in one rename, and the old
     one is removed only after the new one is complete."""
-    run = Path(run_dir)
+    run = Run(run_dir)
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
         raise UserError(f"{target}: already exists and is not empty; export to a new folder, or pass --force to replace it")
-    cfg = load_config(run / "config.yaml") if (run / "config.yaml").exists() else None
-    if cfg is None:
-        raise UserError(f"{run}: no config.yaml: is this a run directory?")
-    model = load_model(run)
-    th_path = Path(thresholds_file) if thresholds_file else run / "eval" / "thresholds.json"
+    cfg = run.config()
+    model = run.load_model()
+    th_path = Path(thresholds_file) if thresholds_file else run.thresholds_file
     if thresholds_file and not th_path.exists():
         raise UserError(f"{th_path}: no such thresholds file")
     decision = Decision.load(th_path) if th_path.exists() else None

@@ -19,13 +19,11 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfanomaly.config import load_config
 from tfanomaly.data.sources import strip_boxes
-from tfanomaly.decision import Decision
 from tfanomaly.errors import DataError, UserError
 from tfanomaly.files import atomic_write_text, write_png
+from tfanomaly.run import Run
 from tfanomaly.tiling import TiledScorer, rescale
-from tfanomaly.train import load_model
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
@@ -55,11 +53,10 @@ def _resize(img, h, w, method="bilinear"):
 
 
 def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = None, region: int | None = None) -> list[dict]:
-    run = Path(run_dir)
-    cfg = load_config(run / "config.yaml")
-    model = load_model(run)
-    th_file = run / "eval" / "thresholds.json"
-    decision = Decision.load(th_file) if th_file.exists() else None
+    run = Run(run_dir)
+    cfg = run.config()
+    model = run.load_model()
+    decision = run.decision()
     h, w = cfg.data.image_size
     c = cfg.data.channels
     strips = cfg.data.source == "vials"

@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from tfanomaly.decision import FILE_NAME as DECISION_FILE
 from tfanomaly.files import atomic_write_text
 
 matplotlib.use("Agg")
@@ -247,7 +248,7 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2))
     decision = first["decision"]
-    decision.save(out / "thresholds.json")
+    decision.save(out / DECISION_FILE)
     thr = decision.thresholds
     cal, rep = first["_masks"]
     flags = decision.flags(s.scores, s.regions)

@@ -1,14 +1,6 @@
 """Training driver shared by every family: ``tfanomaly.train(config)``.
 
-A run directory holds everything a run produced::
-
-    RUN/config.yaml          the resolved config
-    RUN/backup/              BackupAndRestore state (a killed run resumes here)
-    RUN/checkpoints/last.keras
-    RUN/logs/                TensorBoard + history.csv
-    RUN/samples/epoch_001.png  X, X_n, G(X_n), heatmap grids
-    RUN/model.keras          the final model (safe_mode loadable)
-    RUN/train_summary.json   steps, time, images/s
+It fills a run directory, whose layout :class:`tfanomaly.run.Run` owns.
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
 from tfanomaly.files import atomic_write_text, write_png
 from tfanomaly.models import registry
+from tfanomaly.run import Run, load_model  # noqa: F401 (load_model: part of this module's API since the start)
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -235,15 +228,15 @@ class HistoryCSV(keras.callbacks.Callback):
 class KeepCheckpoints(keras.callbacks.Callback):
     """Saves ``checkpoints/step_NNNNNNN.keras`` every ``every`` epochs (for learning curves)."""
 
-    def __init__(self, folder: Path, every: int, batches_per_step: int = 1):
+    def __init__(self, run: Run, every: int, batches_per_step: int = 1):
         super().__init__()
-        self.folder, self.every, self.batches_per_step = Path(folder), every, batches_per_step
+        self.run, self.every, self.batches_per_step = run, every, batches_per_step
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
             step = int(self.model.step_counter.numpy()) * self.batches_per_step
-            self.folder.mkdir(parents=True, exist_ok=True)
-            save_model_atomic(self.model, self.folder / f"step_{step:07d}.keras")
+            self.run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+            save_model_atomic(self.model, self.run.step_checkpoint(step))
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
@@ -273,12 +266,13 @@ def describe_start(cfg: Config, data: Data, n_patches: int, steps: int, two_doma
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto", echo=print) -> Path:
     """Train the family named by ``cfg.family``; returns the run directory."""
     run = Path(run_dir) if run_dir else default_run_dir(cfg)
+    layout = Run(run)
     if run.exists() and any(run.iterdir()) and not resume:
         raise UserError(f"{run}: run directory already holds a run; pass --resume to continue it or --run-dir for a new one")
-    if resume and not (run / "config.yaml").exists():
+    if resume and not layout.started:
         raise UserError(f"{run}: nothing to resume (no config.yaml); start the run without --resume")
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+    save_config(cfg, layout.config_file)
 
     runtime.setup(cfg)
     strategy = runtime.strategy_for(cfg)
@@ -308,27 +302,27 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
 
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(layout.backup_dir), delete_checkpoint=True),
         session := SessionSteps(),
         keras.callbacks.TerminateOnNaN(),
         monitor,  # before the loggers, so they record its measures
         *plateau,  # before the loggers, so they see its "lr"
-        keras.callbacks.ModelCheckpoint(str(run / "checkpoints" / "last.keras")),
-        keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, update_freq="epoch"),
-        HistoryCSV(run / "logs" / "history.csv"),
-        SampleImages(sample_batch, run / "samples", cfg.train.samples_every),
+        keras.callbacks.ModelCheckpoint(str(layout.last_checkpoint)),
+        keras.callbacks.TensorBoard(str(layout.logs_dir), write_graph=False, update_freq="epoch"),
+        HistoryCSV(layout.history_file),
+        SampleImages(sample_batch, layout.samples_dir, cfg.train.samples_every),
         *([TimeBudget(cfg.train.time_budget_minutes)] if cfg.train.time_budget_minutes else []),
-        *([KeepCheckpoints(run / "checkpoints", cfg.train.checkpoint_every, accum)] if cfg.train.checkpoint_every else []),
+        *([KeepCheckpoints(layout, cfg.train.checkpoint_every, accum)] if cfg.train.checkpoint_every else []),
         *extra_callbacks,
     ]
-    (run / "logs").mkdir(exist_ok=True)
+    layout.logs_dir.mkdir(exist_ok=True)
     start = time.time()
     history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
     elapsed = time.time() - start
     done = session.done * accum  # batches (the step counter counts optimizer updates)
     if any(not np.all(np.isfinite(v)) for v in history.history.values()):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
-    save_model_atomic(model, run / "model.keras")
+    save_model_atomic(model, layout.model_file)
     summary = {
         "family": cfg.family,
         "train_patches": n_patches,
@@ -345,19 +339,5 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "collapsed_epochs": monitor.collapsed_epochs,
         "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],
     }
-    atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(layout.summary_file, json.dumps(summary, indent=2))
     return run
-
-
-def load_model(run_dir: str | os.PathLike) -> keras.Model:
-    """Load the final model of a run directory (safe mode)."""
-    run = Path(run_dir)
-    path = run / "model.keras" if run.is_dir() else run
-    if not path.exists():
-        raise UserError(f"{run}: no model.keras here: is this a finished run directory?")
-    # importing the families registers their classes for deserialization
-    from tfanomaly.models import registry as _registry
-
-    for name in _registry.names():
-        _registry.model_class(name)
-    return keras.models.load_model(path, safe_mode=True, compile=False)
