@@ -79,28 +79,22 @@ def stitch(tiles, ys, xs, height, width):
 
 
 def _chunked(score_fn, tiles, chunk: int):
-    """``score_fn`` over tiles in chunks of at most ``chunk`` (bounded memory)."""
+    """``score_fn`` over tiles in chunks of at most ``chunk``, one chunk at a
+    time (bounded memory); the last chunk is as small as the tiles left (no
+    padding to a full chunk)."""
     n = tf.shape(tiles)[0]
     n_chunks = (n + chunk - 1) // chunk
-    pad = n_chunks * chunk - n
-    padded = tf.concat([tiles, tf.repeat(tiles[-1:], pad, axis=0)], 0)
-    shaped = tf.reshape(padded, tf.concat([[n_chunks, chunk], tf.shape(tiles)[1:]], 0))
 
-    def one(t):
-        o = score_fn(t)
-        return (tf.cast(o["score"], tf.float32), tf.cast(o["heatmap"], tf.float32), tf.cast(o["reconstruction"], tf.float32))
+    def arrays():
+        return [tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False) for _ in range(3)]
 
-    spec = (
-        tf.TensorSpec([chunk], tf.float32),
-        tf.TensorSpec([chunk] + list(tiles.shape[1:3]) + [1], tf.float32),
-        tf.TensorSpec([chunk] + list(tiles.shape[1:]), tf.float32),
-    )
-    s, h, r = tf.map_fn(one, shaped, fn_output_signature=spec, parallel_iterations=1)
+    def body(i, s, h, r):
+        o = score_fn(tiles[i * chunk : tf.minimum((i + 1) * chunk, n)])
+        return (i + 1, s.write(i, tf.cast(o["score"], tf.float32)), h.write(i, tf.cast(o["heatmap"], tf.float32)),
+                r.write(i, tf.cast(o["reconstruction"], tf.float32)))
 
-    def flat(x):
-        return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))[:n]
-
-    return flat(s), flat(h), flat(r)
+    _, s, h, r = tf.while_loop(lambda i, *_: i < n_chunks, body, (tf.constant(0), *arrays()), parallel_iterations=1)
+    return s.concat(), h.concat(), r.concat()
 
 
 def score_image(score_fn, image, tile, stride, chunk: int = 64):
