@@ -35,6 +35,18 @@ def matmul_peak(n: int = 4096, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def conv3x3_peak(batch: int = 16, size: int = 64, channels: int = 64, reps: int = 10) -> float:
+    """GFLOP/s of a plain 3x3 SAME conv (NHWC, float32): the roofline of the small convolutions these models are made of."""
+    x = tf.random.uniform([batch, size, size, channels])
+    k = tf.random.uniform([3, 3, channels, channels])
+    f = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
+    f().numpy()
+    t = time.perf_counter()
+    for _ in range(reps):
+        f().numpy()
+    return 2 * batch * size * size * 9 * channels * channels * reps / (time.perf_counter() - t) / 1e9
+
+
 def graph_gflop(fn, spec) -> float:
     concrete = tf.function(fn).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
@@ -93,6 +105,7 @@ def main():
     ap.add_argument("--no-candidates", action="store_true", help="skip the line-budget candidates")
     args = ap.parse_args()
     peak = matmul_peak()
+    conv_peak = conv3x3_peak()
     rows = []
     for path in args.configs:
         cfg = load_config(path, ["data.root=unused"])
@@ -104,7 +117,7 @@ def main():
                     f"model.disc_widths={widths}", "perturb.max_scale=3", "model.bottleneck=conv", "model.latent_dim=32"]
             cfg = load_config("configs/vials.yaml", over)
             rows.append(bench(f"vials.yaml widths={widths} {size}px", cfg, 8, args.steps, 60))
-    print(f"matmul peak measured in this run: {peak:.1f} GFLOP/s (fp32, 4096x4096)")
+    print(f"matmul peak measured in this run: {peak:.1f} GFLOP/s (fp32, 4096x4096); 3x3 conv: {conv_peak:.1f} GFLOP/s (16x64x64x64 -> 64)")
     hdr = f"{'config':<44}{'params M':>9}{'train img/s':>12}{'train GF/img':>13}{'train % peak':>13}{'score patch/s':>14}{'score GF/patch':>15}{'score % peak':>13}{'strip ms':>10}{'vs 500ms':>9}"
     print(hdr)
     for r in rows:
