@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from tests.conftest import save_run, vial_cfg
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
-from tfanomaly.evaluate import evaluate, score_dataset, split_products
+from tfanomaly.evaluate import evaluate, score_test_set, split_products
 from tfanomaly.models import registry
 
 
@@ -19,9 +19,7 @@ def setup(vial_data, tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = registry.build(cfg)
     data = Data(cfg)
-    scored = score_dataset(model, data.eval_dataset("test"), keep=1)
-    for it in data.index.subset("test"):
-        scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+    scored = score_test_set(model, cfg, data)
     return cfg, model, data, scored, tmp_path_factory.mktemp("eval")
 
 

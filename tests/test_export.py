@@ -239,16 +239,14 @@ def test_same_verdicts_through_every_door(binary, vial_data, tmp_path):
 
     from tests.conftest import save_run, vial_cfg
     from tfanomaly.data.pipeline import Data
-    from tfanomaly.evaluate import evaluate, score_dataset
+    from tfanomaly.evaluate import evaluate, score_test_set
     from tfanomaly.predict import predict
 
     cfg = vial_cfg(vial_data, "eval.per_region=true", "eval.calibration_fraction=0.5", "eval.k_of_n=[1, 2]")
     keras.utils.set_random_seed(0)
     model = registry.build(cfg)
     data = Data(cfg)
-    scored = score_dataset(model, data.eval_dataset("test"), keep=1)
-    for it in data.index.subset("test"):
-        scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+    scored = score_test_set(model, cfg, data)
     scored.labels[scored.regions == 2] = 0  # region 2: no defective patch to calibrate on
     run = save_run(model, cfg, tmp_path / "run")
     summary = evaluate(model, cfg, Run(run).eval_dir, "youden", [0], scored=scored, data=data)

@@ -175,6 +175,17 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
     return out
 
 
+def score_test_set(model, cfg: Config, data, keep: int = 1) -> Scored:
+    """Score the test split of ``data`` (tiled when the config tiles), with
+    each product's label taken from the index (a product is defective when
+    any of its samples is)."""
+    s = score_dataset(model, data.eval_dataset("test"), keep=keep, tiler=_tiler(model, cfg))
+    if data.index is not None:
+        for it in data.index.subset("test"):
+            s.product_labels[it.product] = max(s.product_labels.get(it.product, 0), it.label)
+    return s
+
+
 def _tiler(model, cfg: Config):
     """The tiled scorer of a run whose config tiles its images (else None)."""
     if not cfg.data.tiling.enabled:
@@ -216,10 +227,7 @@ def evaluate(
     seeds = seeds if seeds else [cfg.seed]
     data = data or Data(cfg)
     if scored is None:
-        scored = score_dataset(model, data.eval_dataset("test"), keep=1, tiler=_tiler(model, cfg))
-        if data.index is not None:
-            for it in data.index.subset("test"):
-                scored.product_labels[it.product] = max(scored.product_labels.get(it.product, 0), it.label)
+        scored = score_test_set(model, cfg, data)
     s = scored
     same = cfg.eval.calibration_fraction == 0
     if same and not force_same_split:

@@ -292,7 +292,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
     val_ds = data.validation_dataset(global_batch)
-    monitor = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
+    watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
     echo(describe_start(cfg, data, n_patches, steps, two_domain))
     plateau = []
     rp = cfg.train.reduce_on_plateau
@@ -305,7 +305,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         keras.callbacks.BackupAndRestore(str(layout.backup_dir), delete_checkpoint=True),
         session := SessionSteps(),
         keras.callbacks.TerminateOnNaN(),
-        monitor,  # before the loggers, so they record its measures
+        watch,  # before the loggers, so they record its measures
         *plateau,  # before the loggers, so they see its "lr"
         keras.callbacks.ModelCheckpoint(str(layout.last_checkpoint)),
         keras.callbacks.TensorBoard(str(layout.logs_dir), write_graph=False, update_freq="epoch"),
@@ -335,8 +335,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
-        "monitor": monitor.last,
-        "collapsed_epochs": monitor.collapsed_epochs,
+        "monitor": watch.last,
+        "collapsed_epochs": watch.collapsed_epochs,
         "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],
     }
     atomic_write_text(layout.summary_file, json.dumps(summary, indent=2))
