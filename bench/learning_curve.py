@@ -12,7 +12,8 @@ or score the ``checkpoints/step_*.keras`` of a run that was trained with
     python bench/learning_curve.py --run-dir R
 
 Writes ``R/learning_curve/curve.csv`` and ``curve.png`` (and a full evaluation
-report per checkpoint in ``R/learning_curve/step_N/``). Checkpoints are scored
+report per checkpoint in ``R/learning_curve/step_N/``); the final ``model.keras``
+is the last point. Checkpoints are scored
 after training, each with the run's calibration split (``--seeds``); nothing
 here picks a checkpoint by its test numbers. Wall time of a checkpoint is its
 file's modification time minus that of the run's ``config.yaml`` (written when
@@ -41,7 +42,12 @@ def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
     data = Data(cfg)
     t0 = run.config_file.stat().st_mtime
     rows = []
-    for step, path in run.step_checkpoints():
+    points = run.step_checkpoints()
+    if run.finished:  # the final model, where training stopped between two kept checkpoints
+        final = run.summary()["global_step"]
+        if final not in {s for s, _ in points}:
+            points.append((final, run.model_file))
+    for step, path in points:
         model = load_model(path)
         summary = evaluate(model, cfg, out / f"step_{step:07d}", seeds=seeds, data=data)
         row = {
