@@ -1,7 +1,7 @@
 """Native-scale tiling: cut a whole image of any size into overlapping tiles,
 score them with any family's ``score``, and stitch the results back.
 
-The layout (``tile_grid``): along each axis, tiles start at 0, s, 2s, ... and
+The layout (``tile_starts``): along each axis, tiles start at 0, s, 2s, ... and
 one more tile is placed flush with the far border if the last regular tile
 does not reach it, so every pixel is covered and no tile reads padding. An
 image smaller than a tile along an axis is reflect-padded (symmetric) up to the
@@ -46,7 +46,7 @@ def pad_to_tile(image, tile):
     return tf.cond(tf.logical_or(ph > 0, pw > 0), lambda: pad(image), lambda: image)
 
 
-def tile_grid(height, width, tile, stride):
+def tile_starts(height, width, tile, stride):
     """(ys, xs): start offsets of the tile rows and columns of an image of at least tile size."""
     return axis_starts(height, tile[0], stride[0]), axis_starts(width, tile[1], stride[1])
 
@@ -109,7 +109,7 @@ def score_image(score_fn, image, tile, stride, chunk: int = 64):
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     padded = pad_to_tile(image, tile)
     ph, pw = tf.shape(padded)[0], tf.shape(padded)[1]
-    ys, xs = tile_grid(ph, pw, tile, stride)
+    ys, xs = tile_starts(ph, pw, tile, stride)
     tiles = cut(padded, ys, xs, tile)
     tiles = tf.ensure_shape(tiles, [None, tile[0], tile[1], image.shape[-1]])
     scores, heat, recon = _chunked(score_fn, tiles, chunk)
