@@ -167,6 +167,9 @@ class TilingConfig:
     enabled: bool = checked(False, help="cut images into tiles at a fixed pixel scale (data.image_size = tile)")
     stride: list[int] = checked(factory=lambda: [32, 32], check=all_of(length(2), each(positive)), help="[sy, sx] between tiles at scoring time")
     scale: float = checked(1.0, positive, help="resize factor applied to every image (and mask) before tiling")
+    grid_fraction: float = checked(
+        0.5, unit_interval, help="chance that a training tile starts (per axis) where the scorer cuts one: borders and corners seen as often as at scoring"
+    )
 
 
 @dataclass
@@ -224,6 +227,8 @@ class PerturbConfig:
     max_scale: int = checked(4, non_negative, help="log2 of the largest Perlin grid resolution")
     threshold: float = checked(0.5, help="Perlin values above this are perturbed")
     blend: list[float] = checked(factory=lambda: [0.5, 1.0], check=all_of(range_pair, each(unit_interval)), help="beta range of the noise blend")
+    source: str = checked("perlin", one_of("perlin", "self", "mixed"), help="texture blended in: a Perlin field (the paper), the image itself rolled and scaled by a gain, or either per image")
+    gain: list[float] = checked(factory=lambda: [0.2, 1.8], check=all_of(range_pair, each(non_negative)), help="gain range of the 'self' texture")
 
 
 @dataclass

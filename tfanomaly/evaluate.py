@@ -259,6 +259,10 @@ def evaluate(
             "pixel_auroc": metrics.pixel_auroc(s.masks[rep], s.heatmaps[rep]),
             "aupro": metrics.aupro(s.masks[rep][:2000], s.heatmaps[rep][:2000]),
         }
+    cal = first["_masks"][0]
+    selection = {"image_auroc": metrics.roc_auc(s.labels[cal], s.scores[cal]), "n_images": int(cal.sum())}
+    if not same and any(m.any() for m in s.masks[cal]):
+        selection["pixel_auroc"] = metrics.pixel_auroc(s.masks[cal], s.heatmaps[cal])
     summary = {
         "family": cfg.family,
         "source": cfg.data.source,
@@ -276,6 +280,8 @@ def evaluate(
         "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
         "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
         **pix,
+        # the calibration part of the first seed: the numbers to choose settings on (never the reported ones)
+        "selection": selection,
         "runs": [{k: v for k, v in r.items() if k not in ("_masks", "decision")} for r in per_seed],
     }
     out = Path(out_dir)

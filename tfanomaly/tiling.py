@@ -162,12 +162,32 @@ class TiledScorer:
         return self._fn(tf.convert_to_tensor(image, tf.float32))
 
 
-def random_tile(image, mask, tile, seed):
+def random_tile(image, mask, tile, seed, stride=None, grid_fraction: float = 0.0):
     """A random [th, tw] crop of an image [H, W, C] (reflect-padded to at least
     the tile) and the same crop of its mask [H, W, 1]; ``seed`` is a stateless
-    seed pair."""
+    seed pair.
+
+    With ``grid_fraction`` > 0 (and the scoring ``stride``), each axis of the
+    crop starts, with that probability, at one of the offsets the scorer cuts
+    (``axis_starts``), else anywhere. The scorer puts the first and last tile of
+    every row and column flush with the image border, so on small images most
+    scored tiles hold a border or a corner; uniform crops show a border at
+    exactly that place only once in (n - tile + 1) draws, and the model then
+    learns borders and corners as rare, i.e. anomalous."""
     both = tf.concat([tf.cast(image, tf.float32), tf.cast(mask, tf.float32)], -1)
     both = pad_to_tile(both, tile)
     c = image.shape[-1]
-    out = tf.image.stateless_random_crop(both, [tile[0], tile[1], c + 1], seed)
+    if not grid_fraction:
+        out = tf.image.stateless_random_crop(both, [tile[0], tile[1], c + 1], seed)
+    else:
+        s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
+        size = tf.shape(both)[:2]
+        on_grid = tf.random.stateless_uniform([2], s[0]) < grid_fraction
+        starts = []
+        for axis in range(2):
+            anywhere = tf.random.stateless_uniform([], s[1 + axis], 0, size[axis] - tile[axis] + 1, tf.int32)
+            grid = axis_starts(size[axis], tile[axis], stride[axis])
+            pick = tf.random.stateless_uniform([], s[3 + axis], 0, tf.size(grid), tf.int32)
+            starts.append(tf.where(on_grid[axis], grid[pick], anywhere))
+        out = both[starts[0] : starts[0] + tile[0], starts[1] : starts[1] + tile[1]]
     return tf.cast(out[..., :c], image.dtype), tf.cast(out[..., c:], mask.dtype)

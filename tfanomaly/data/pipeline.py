@@ -379,7 +379,9 @@ def training_map(cfg, textures=None, stream: int = 0):
         image = to_float(e["image"])
         mask = to_float(e["mask"])
         if tile is not None:  # a random tile of the whole image (its own seed: untiled runs draw as before)
-            image, mask = tiling_mod.random_tile(image, mask, tile, tf.random.experimental.stateless_fold_in(seed, TILE_STREAM))
+            image, mask = tiling_mod.random_tile(
+                image, mask, tile, tf.random.experimental.stateless_fold_in(seed, TILE_STREAM), cfg.data.tiling.stride, cfg.data.tiling.grid_fraction
+            )
             image = tf.ensure_shape(image, tile + [cfg.data.channels])
             mask = tf.ensure_shape(mask, tile + [1])
         image, mask = augment_fn(image, mask, s[0], aug)
@@ -392,6 +394,8 @@ def training_map(cfg, textures=None, stream: int = 0):
                 max_scale=pert.max_scale,
                 threshold=pert.threshold,
                 blend=tuple(pert.blend),
+                source=pert.source,
+                gain=tuple(pert.gain),
             )
         elif cor.enabled:
             xn, m, n = corrupt_mod.corrupt(
@@ -536,12 +540,13 @@ class Data:
         bs = batch_size or self.cfg.train.batch_size
         ds = self.source.dataset("val", training=True, labels=(0,))
         tile = list(self.cfg.data.image_size) if self.cfg.data.tiling.enabled else None
+        cfg_t = self.cfg.data.tiling
         seed = self.cfg.seed
 
         def clean(i, e):  # no augmentation, no perturbation: the validation loss of the plain images
             x = to_float(e["image"])
             if tile is not None:  # one seeded tile per image, the same every epoch
-                x, _ = tiling_mod.random_tile(x, x[..., :1], tile, tf.stack([tf.constant(seed + 3000, tf.int64), i]))
+                x, _ = tiling_mod.random_tile(x, x[..., :1], tile, tf.stack([tf.constant(seed + 3000, tf.int64), i]), cfg_t.stride, cfg_t.grid_fraction)
                 x = tf.ensure_shape(x, tile + [self.cfg.data.channels])
             return {"image": x, "perturbed": x, "perturb_mask": tf.zeros_like(x[..., :1]), "noise": tf.zeros_like(x)}
 
