@@ -82,3 +82,35 @@ def save_run(model, cfg, run, thresholds=None):
 
     assert not Path(run).exists()
     return Run.write(run, model, cfg, thresholds).path
+
+
+# ---------------------------------------------------------------- the C++ binary (built once per test session)
+
+
+@pytest.fixture(scope="session")
+def binary(tmp_path_factory):
+    """tfanomaly-infer built against the TensorFlow of the Python running the tests."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("cmake or a C++ compiler is missing: the C++ inference test needs both")
+    build = tmp_path_factory.mktemp("cppbuild")
+    cmd = ["cmake", "-S", str(ROOT / "cpp_inference"), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return build / "tfanomaly-infer"
+
+
+def run_cpp(binary, *args):
+    import subprocess
+
+    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def error_lines(r):
+    """The binary's own error lines (TensorFlow's start-up logging may precede them)."""
+    return [line for line in r.stderr.splitlines() if line.startswith("error: ")]

@@ -1,6 +1,5 @@
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT, save_run, vial_cfg
+from tests.conftest import error_lines, run_cpp, save_run, vial_cfg
 from tfanomaly.errors import UserError
 from tfanomaly.export import export, variables_checksum
 from tfanomaly.models import registry
@@ -105,27 +104,6 @@ def test_reexport_refuses_a_non_empty_folder_and_force_replaces_atomically(tmp_p
 
 
 # ---------------------------------------------------------------- C++ binary
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory):
-    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
-        pytest.skip("cmake or a C++ compiler is missing: the C++ inference test needs both")
-    build = tmp_path_factory.mktemp("cppbuild")
-    r = subprocess.run(["cmake", "-S", str(ROOT / "cpp_inference"), "-B", str(build)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return build / "tfanomaly-infer"
-
-
-def run_cpp(binary, *args):
-    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def error_lines(r):
-    """The binary's own error lines (TensorFlow's start-up logging may precede them)."""
-    return [line for line in r.stderr.splitlines() if line.startswith("error: ")]
 
 
 def test_cpp_equals_python(binary, exported, tmp_path):

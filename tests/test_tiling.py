@@ -110,6 +110,32 @@ def test_tiled_scorer_traces_once_for_every_size_and_is_deterministic():
 # Config, pipeline and evaluation with tiling
 
 
+def test_random_tile_grid_fraction_draws_the_scorers_tiles():
+    """grid_fraction = 1: every training crop starts where the scorer cuts (so
+    border and corner tiles are as common as at scoring); 0.5: both kinds;
+    0: the plain uniform crop. The mask is cut at the same place."""
+    h, w, tile, stride = 70, 150, [32, 32], [16, 16]
+    img = tf.reshape(tf.range(h * w, dtype=tf.float32), [h, w, 1])
+    ys, xs = (set(v.numpy().tolist()) for v in tiling.tile_starts(h, w, tile, stride))
+
+    def starts(fraction, n=200):
+        out = []
+        for i in range(n):
+            t, m = tiling.random_tile(img, img + 1, tile, tf.constant([4, i], tf.int64), stride, fraction)
+            np.testing.assert_array_equal(m.numpy(), t.numpy() + 1)
+            v = int(t[0, 0, 0])
+            out.append((v // w, v % w))
+        return out
+
+    assert all(y in ys and x in xs for y, x in starts(1.0))
+    half = starts(0.5)
+    on = [y in ys and x in xs for y, x in half]
+    assert 0.1 < np.mean(on) < 0.6  # ~0.25 both axes on the grid, plus chance hits
+    assert {x for _, x in half} >= xs  # the flush last column is drawn
+    plain = tiling.random_tile(img, img, tile, tf.constant([4, 0], tf.int64))[0]
+    np.testing.assert_array_equal(plain.numpy(), tf.image.stateless_random_crop(img, [32, 32, 1], tf.constant([4, 0], tf.int64)).numpy())
+
+
 @pytest.fixture(scope="module")
 def sized_folder(tmp_path_factory):
     """Good and defective images of three different sizes (and aspect ratios), with masks."""
@@ -288,29 +314,39 @@ def test_checkpoint_every_keeps_step_files(sized_folder, tmp_path):
     assert "mon_spread" in header and not any(h.startswith("val_") for h in header)  # no validation split: no empty val_ columns
 
 
-def test_whole_image_export_and_predict_equal_the_evaluated_scores(sized_folder, tmp_path):
-    """One model, three doors: evaluation (tf.data pipeline, tiled scorer), the
-    SavedModel's whole-image signatures (any size, tiling and scale in the graph)
-    and ``tfanomaly predict`` give the same scores and heatmaps."""
+@pytest.fixture(scope="module")
+def whole_export(sized_folder, tmp_path_factory):
+    """A tiled model evaluated on images of three sizes, saved as a run with a
+    threshold, and exported with its whole-image signatures."""
     from tests.conftest import save_run
     from tfanomaly import evaluate
     from tfanomaly.data.pipeline import Data
     from tfanomaly.export import export
     from tfanomaly.models import registry
-    from tfanomaly.predict import predict
 
+    tmp = tmp_path_factory.mktemp("whole")
     cfg = tiled_cfg(sized_folder, "data.tiling.scale=0.75")
     tf.keras.utils.set_random_seed(1)
     model = registry.build(cfg)
     data = Data(cfg)
     s = evaluate.score_dataset(model, data.eval_dataset("test"), tiler=tiling.TiledScorer.from_config(model, cfg))
     files = [it.paths[0] for it in data.index.subset("test")]
-    run = save_run(model, cfg, tmp_path / "run", thresholds={"rule": "youden", "per_region": False, "thresholds": float(np.median(s.scores))})
-    out = export(run, tmp_path / "sm")
+    thr = float(np.median(s.scores))
+    run = save_run(model, cfg, tmp / "run", thresholds={"rule": "youden", "per_region": False, "thresholds": thr})
+    return {"scored": s, "files": files, "run": run, "out": export(run, tmp / "sm"), "threshold": thr}
+
+
+def test_whole_image_export_and_predict_equal_the_evaluated_scores(whole_export):
+    """One model, three doors: evaluation (tf.data pipeline, tiled scorer), the
+    SavedModel's whole-image signatures (any size, tiling and scale in the graph)
+    and ``tfanomaly predict`` give the same scores and heatmaps."""
+    from tfanomaly.predict import predict
+
+    s, files, out = whole_export["scored"], whole_export["files"], whole_export["out"]
     meta = json.loads((out / "tfanomaly.json").read_text())
     assert meta["tiling"]["scale"] == 0.75 and meta["tiling"]["tile"] == [32, 32]
     sm = tf.saved_model.load(str(out))
-    rows = predict(run, files)
+    rows = predict(whole_export["run"], files)
     sizes = set()
     for i, f in enumerate(files):
         png = tf.io.read_file(f)
@@ -321,6 +357,36 @@ def test_whole_image_export_and_predict_equal_the_evaluated_scores(sized_folder,
         assert float(o["score"][0]) == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
         assert float(o2["score"][0]) == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
         assert rows[i]["score"] == pytest.approx(s.scores[i], rel=1e-5, abs=1e-6)
-        assert bool(o["is_anomalous"][0]) == (s.scores[i] >= float(np.median(s.scores)))
+        assert bool(o["is_anomalous"][0]) == (s.scores[i] >= whole_export["threshold"])
         np.testing.assert_allclose(o["heatmap"].numpy()[0, ..., 0], s.heatmaps[i].astype(np.float32), atol=2e-3)
     assert len(sizes) == 3
+
+
+def test_cpp_whole_images_equal_the_evaluated_scores(whole_export, binary, tmp_path):
+    """The line binary with --whole: PNGs and float .npy images of three sizes,
+    tiled inside the SavedModel, give the evaluated scores, verdicts and
+    stitched heatmaps (each at its own size); a patch-only model refuses --whole."""
+    from tests.conftest import error_lines, run_cpp
+
+    s, files, out, thr = whole_export["scored"], whole_export["files"], whole_export["out"], whole_export["threshold"]
+    npys = []
+    for i, f in enumerate(files):
+        img = tf.cast(tf.io.decode_png(tf.io.read_file(f), channels=1), tf.float32).numpy() / 255.0
+        npys.append(tmp_path / f"img{i}.npy")
+        np.save(npys[-1], img.astype(np.float32))
+    heat = tmp_path / "heat"
+    heat.mkdir()
+    for inputs in (files, npys):
+        r = run_cpp(binary, out, *inputs, "--whole", "--json", "--batch", 4, "--heatmaps", heat)
+        assert r.returncode == 0, r.stderr[-2000:]
+        doc = json.loads(r.stdout)
+        got = np.array([im["score"] for im in doc["images"]])
+        np.testing.assert_allclose(got, s.scores, rtol=1e-5, atol=1e-6)
+        assert [im["is_anomalous"] for im in doc["images"]] == [bool(v >= thr) for v in s.scores]
+        assert [st["defective"] for st in doc["strips"]] == [bool((s.scores[i : i + 4] >= thr).any()) for i in range(0, len(files), 4)]
+        for i, im in enumerate(doc["images"]):
+            np.testing.assert_allclose(np.load(heat / f"{im['name']}.npy"), s.heatmaps[i], atol=2e-3)
+    wrong = tmp_path / "rgb.npy"
+    np.save(wrong, np.zeros([40, 50, 3], np.float32))
+    r = run_cpp(binary, out, wrong, "--whole")
+    assert r.returncode == 6 and "rgb.npy" in error_lines(r)[0]

@@ -21,6 +21,8 @@ namespace {
 constexpr char kServeTag[] = "serve";
 constexpr char kDefaultSignature[] = "serving_default";
 constexpr char kPngSignature[] = "serve_png";
+constexpr char kImageSignature[] = "serve_image";
+constexpr char kImagePngSignature[] = "serve_image_png";
 
 bool IsFile(const std::string& p) {
   struct stat st;
@@ -66,6 +68,7 @@ void Result::Append(const Result& o) {
   is_anomalous.insert(is_anomalous.end(), o.is_anomalous.begin(), o.is_anomalous.end());
   heatmaps.insert(heatmaps.end(), o.heatmaps.begin(), o.heatmaps.end());
   reconstructions.insert(reconstructions.end(), o.reconstructions.begin(), o.reconstructions.end());
+  heatmap_shapes.insert(heatmap_shapes.end(), o.heatmap_shapes.begin(), o.heatmap_shapes.end());
 }
 
 StripVerdict AggregateStrip(const Result& r, size_t begin, size_t end) {
@@ -93,15 +96,17 @@ bool KOfN(const std::vector<StripVerdict>& runs, int k, int n) {
 struct Model::Impl {
   tensorflow::SavedModelBundle bundle;
   ModelInfo info;
-  Sig dense, png;
+  Sig dense, png, image, image_png;
 
+  // batch < 0: one whole image, the region input is a scalar.
   Result Run(const tensorflow::Tensor& input, const std::string& input_name, const Sig& sig,
              const std::vector<int32_t>* regions, int64_t batch) const {
     std::vector<std::pair<std::string, tensorflow::Tensor>> feeds = {{input_name, input}};
     if (!sig.region.empty()) {
-      if (regions == nullptr || static_cast<int64_t>(regions->size()) != batch)
+      const int64_t n = batch < 0 ? 1 : batch;
+      if (regions == nullptr || static_cast<int64_t>(regions->size()) != n)
         throw Error(kUsage, "this model has per-region thresholds: give one region id per image");
-      tensorflow::Tensor reg(tensorflow::DT_INT32, tensorflow::TensorShape({batch}));
+      tensorflow::Tensor reg(tensorflow::DT_INT32, batch < 0 ? tensorflow::TensorShape({}) : tensorflow::TensorShape({batch}));
       std::copy(regions->begin(), regions->end(), reg.flat<int32_t>().data());
       feeds.emplace_back(sig.region, reg);
     }
@@ -125,9 +130,12 @@ struct Model::Impl {
       if (key == "score") {
         auto f = t.flat<float>();
         r.scores.assign(f.data(), f.data() + f.size());
-      } else if (key == "heatmap") {
+      } else if (key == "heatmap") {  // [B, H, W, 1]
         auto f = t.flat<float>();
         r.heatmaps.assign(f.data(), f.data() + f.size());
+        if (t.dims() != 4) throw Error(kModelInvalid, "heatmap output is not [B, H, W, 1]");
+        for (int64_t b = 0; b < t.dim_size(0); ++b)
+          r.heatmap_shapes.emplace_back(static_cast<int>(t.dim_size(1)), static_cast<int>(t.dim_size(2)));
       } else if (key == "reconstruction") {
         auto f = t.flat<float>();
         r.reconstructions.assign(f.data(), f.data() + f.size());
@@ -172,6 +180,12 @@ Model Model::Load(const std::string& dir) {
     impl->png = ReadSignature(p->second, "png");
     impl->info.has_png = true;
   }
+  auto wi = sigs.find(kImageSignature), wp = sigs.find(kImagePngSignature);
+  if (wi != sigs.end() && wp != sigs.end()) {
+    impl->image = ReadSignature(wi->second, "image");
+    impl->image_png = ReadSignature(wp->second, "png");
+    impl->info.has_whole_image = true;
+  }
   return Model(std::move(impl));
 }
 
@@ -193,6 +207,31 @@ Result Model::RunPng(const std::vector<std::string>& pngs, const std::vector<int
   auto flat = t.flat<tensorflow::tstring>();
   for (int64_t j = 0; j < b; ++j) flat(j) = pngs[j];
   return impl_->Run(t, impl_->png.images, impl_->png, regions, b);
+}
+
+namespace {
+const char kNoWhole[] = "model has no whole-image signatures (serve_image): export a run trained with data.tiling";
+}
+
+Result Model::RunImage(const std::vector<float>& image, int height, int width, const int32_t* region) const {
+  const auto& i = impl_->info;
+  if (!i.has_whole_image) throw Error(kModelInvalid, kNoWhole);
+  if (height <= 0 || width <= 0 || image.size() != static_cast<size_t>(height) * width * i.channels)
+    throw Error(kImageShape, "expected " + std::to_string(height) + "x" + std::to_string(width) + "x" + std::to_string(i.channels) + " floats");
+  tensorflow::Tensor t(tensorflow::DT_FLOAT, tensorflow::TensorShape({height, width, i.channels}));
+  std::memcpy(t.flat<float>().data(), image.data(), image.size() * sizeof(float));
+  std::vector<int32_t> reg;
+  if (region != nullptr) reg.push_back(*region);
+  return impl_->Run(t, impl_->image.images, impl_->image, region ? &reg : nullptr, -1);
+}
+
+Result Model::RunImagePng(const std::string& png, const int32_t* region) const {
+  if (!impl_->info.has_whole_image) throw Error(kModelInvalid, kNoWhole);
+  tensorflow::Tensor t(tensorflow::DT_STRING, tensorflow::TensorShape({}));
+  t.scalar<tensorflow::tstring>()() = png;
+  std::vector<int32_t> reg;
+  if (region != nullptr) reg.push_back(*region);
+  return impl_->Run(t, impl_->image_png.images, impl_->image_png, region ? &reg : nullptr, -1);
 }
 
 }  // namespace tfanomaly

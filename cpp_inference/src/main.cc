@@ -5,8 +5,11 @@
 // serving_default. Each batch of --batch inputs is one strip (one acquisition
 // run): its verdict is the max score and "defective" when any patch is flagged.
 // For per-region models the region id of each input comes from its file name
-// (..._R<id>.png / .npy). Errors print one line and exit with the codes of
-// tfanomaly::ErrorCode; the binary never aborts.
+// (..._R<id>.png / .npy). With --whole (models exported from a tiled run),
+// each input is one whole image of any size, scored through serve_image_png /
+// serve_image: the graph scales, tiles and stitches (the image score is the max
+// over its tiles), and --batch images make one strip. Errors print one line and
+// exit with the codes of tfanomaly::ErrorCode; the binary never aborts.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,9 +28,11 @@ using tfanomaly::Error;
 namespace {
 
 const char kUsageText[] =
-    "usage: tfanomaly-infer MODEL_DIR IMAGES... [--batch N] [--heatmaps DIR] [--json]\n"
+    "usage: tfanomaly-infer MODEL_DIR IMAGES... [--batch N] [--whole] [--heatmaps DIR] [--json]\n"
     "  IMAGES   PNG patches (serve_png) or float32 .npy arrays (serving_default)\n"
     "  --batch  patches per run of the model, one strip (default 60)\n"
+    "  --whole  each input is a whole image of any size, tiled inside the model\n"
+    "           (serve_image_png / serve_image; models exported from a tiled run)\n"
     "  --heatmaps DIR  write each heatmap as DIR/<name>.npy (float32 [H, W])\n"
     "  --json   print results as JSON\n"
     "exit codes: 0 ok, 2 usage, 3 model missing, 4 model invalid, 5 image unreadable,\n"
@@ -58,7 +63,9 @@ std::string Stem(const std::string& path) {
 }
 
 // Reads a little-endian float32 .npy array; returns its values and the number of images in it.
-std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& info, int* count) {
+// With ``whole``, one image [H, W, C] of any H, W (its size in *height, *width).
+std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& info, int* count, bool whole = false, int* height = nullptr,
+                           int* width = nullptr) {
   std::string raw = ReadFile(path);
   if (raw.size() < 10 || raw.compare(0, 6, "\x93NUMPY") != 0) throw Error(tfanomaly::kImageUnreadable, path + ": not a .npy file");
   const int major = static_cast<unsigned char>(raw[6]);
@@ -86,6 +93,18 @@ std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& 
     if (tok.find_first_not_of(' ') != std::string::npos) dims.push_back(std::stol(tok));
   }
   long n = 1;
+  if (whole) {
+    if (dims.size() != 3 || dims[0] <= 0 || dims[1] <= 0 || dims[2] != info.channels)
+      throw Error(tfanomaly::kImageShape, path + ": expected one whole image of shape [H, W, " + std::to_string(info.channels) + "]");
+    const size_t values = static_cast<size_t>(dims[0]) * dims[1] * dims[2];
+    if (raw.size() - (off + hlen) != values * sizeof(float)) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy data");
+    std::vector<float> out(values);
+    std::memcpy(out.data(), raw.data() + off + hlen, values * sizeof(float));
+    *count = 1;
+    *height = static_cast<int>(dims[0]);
+    *width = static_cast<int>(dims[1]);
+    return out;
+  }
   if (dims.size() == 4) {
     n = dims[0];
     dims.erase(dims.begin());
@@ -130,7 +149,7 @@ int Run(int argc, char** argv) {
   std::string model_dir, heat_dir;
   std::vector<std::string> files;
   int batch = 60;
-  bool json = false;
+  bool json = false, whole = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--batch" && i + 1 < argc) {
@@ -144,6 +163,8 @@ int Run(int argc, char** argv) {
       heat_dir = argv[++i];
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--whole") {
+      whole = true;
     } else if (a == "-h" || a == "--help") {
       std::cout << kUsageText;
       return 0;
@@ -161,24 +182,34 @@ int Run(int argc, char** argv) {
   tfanomaly::Model model = tfanomaly::Model::Load(model_dir);
   auto t1 = std::chrono::steady_clock::now();
   const auto& info = model.info();
+  if (whole && !info.has_whole_image)
+    throw Error(tfanomaly::kModelInvalid, "--whole: " + model_dir + " has no whole-image signatures (serve_image): export a run trained with data.tiling");
 
   // Inputs: PNG bytes or float arrays, one entry per image, with names and regions.
-  std::vector<std::string> names;
+  std::vector<std::string> names, files_of;  // files_of[i]: the file image i came from
   std::vector<std::string> pngs;
   std::vector<float> floats;
+  std::vector<std::pair<int, int>> sizes;  // --whole .npy: each image's [H, W]
+  std::vector<size_t> offsets;             // --whole .npy: each image's first float
   std::vector<int32_t> regions;
   bool use_png = false, use_float = false;
   for (const auto& f : files) {
     if (EndsWith(f, ".npy")) {
-      int n = 0;
-      auto v = ReadNpy(f, info, &n);
+      int n = 0, h = 0, w = 0;
+      auto v = ReadNpy(f, info, &n, whole, &h, &w);
+      if (whole) {
+        sizes.emplace_back(h, w);
+        offsets.push_back(floats.size());
+      }
       floats.insert(floats.end(), v.begin(), v.end());
       for (int j = 0; j < n; ++j) names.push_back(n == 1 ? Stem(f) : Stem(f) + "_" + std::to_string(j));
+      for (int j = 0; j < n; ++j) files_of.push_back(f);
       for (int j = 0; j < n && info.per_region; ++j) regions.push_back(RegionOf(f));
       use_float = true;
     } else {
       pngs.push_back(ReadFile(f));
       names.push_back(Stem(f));
+      files_of.push_back(f);
       if (info.per_region) regions.push_back(RegionOf(f));
       use_png = true;
     }
@@ -195,7 +226,22 @@ int Run(int argc, char** argv) {
     std::vector<int32_t> reg(regions.begin() + (info.per_region ? start : 0), regions.begin() + (info.per_region ? end : 0));
     auto b0 = std::chrono::steady_clock::now();
     tfanomaly::Result r;
-    if (use_png) {
+    if (whole) {  // one whole image at a time, tiled inside the model
+      for (size_t i = start; i < end; ++i) {
+        const int32_t* region = info.per_region ? &regions[i] : nullptr;
+        try {
+          if (use_png) {
+            r.Append(model.RunImagePng(pngs[i], region));
+          } else {
+            const size_t n = static_cast<size_t>(sizes[i].first) * sizes[i].second * info.channels;
+            std::vector<float> img(floats.begin() + offsets[i], floats.begin() + offsets[i] + n);
+            r.Append(model.RunImage(img, sizes[i].first, sizes[i].second, region));
+          }
+        } catch (const Error& e) {
+          throw Error(e.code(), files_of[i] + ": " + e.what());
+        }
+      }
+    } else if (use_png) {
       std::vector<std::string> chunk(pngs.begin() + start, pngs.begin() + end);
       r = model.RunPng(chunk, info.per_region ? &reg : nullptr);
     } else {
@@ -209,8 +255,12 @@ int Run(int argc, char** argv) {
   auto t2 = std::chrono::steady_clock::now();
 
   if (!heat_dir.empty()) {
-    const size_t hw = static_cast<size_t>(info.height) * info.width;
-    for (size_t i = 0; i < total; ++i) WriteNpy(heat_dir + "/" + names[i] + ".npy", all.heatmaps.data() + i * hw, info.height, info.width);
+    size_t at = 0;
+    for (size_t i = 0; i < total; ++i) {
+      const auto [h, w] = all.heatmap_shapes[i];
+      WriteNpy(heat_dir + "/" + names[i] + ".npy", all.heatmaps.data() + at, h, w);
+      at += static_cast<size_t>(h) * w;
+    }
   }
 
   double sum_ms = 0;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tfanomaly {
@@ -42,14 +43,17 @@ struct ModelInfo {
   bool has_png = false;         // a serve_png signature exists
   bool per_region = false;      // the signatures take a region id per image
   bool has_decisions = false;   // an is_anomalous output exists (calibrated thresholds)
+  bool has_whole_image = false; // serve_image / serve_image_png exist (tiled models: any image size)
 };
 
-// Outputs of one batch, row-major: heatmaps [B, H, W], reconstructions [B, H, W, C].
+// Outputs of one batch, row-major: heatmaps [B, H, W], reconstructions [B, H, W, C];
+// heatmap_shapes[i] = {H, W} of image i's heatmap (whole images differ in size).
 struct Result {
   std::vector<float> scores;
   std::vector<uint8_t> is_anomalous;  // empty when the model has no thresholds
   std::vector<float> heatmaps;
   std::vector<float> reconstructions;
+  std::vector<std::pair<int, int>> heatmap_shapes;
   size_t size() const { return scores.size(); }
   void Append(const Result& other);
 };
@@ -78,6 +82,11 @@ class Model {
   Result RunFloat(const std::vector<float>& images, int batch, const std::vector<int32_t>* regions = nullptr) const;
   // pngs: encoded 8-bit PNGs of exactly H x W x C.
   Result RunPng(const std::vector<std::string>& pngs, const std::vector<int32_t>* regions = nullptr) const;
+  // Whole images of any size (tiled models, serve_image / serve_image_png): the
+  // graph scales, tiles and stitches; one score (max over tiles) and one heatmap
+  // at the scaled image's size. image: height * width * C floats in [0, 1].
+  Result RunImage(const std::vector<float>& image, int height, int width, const int32_t* region = nullptr) const;
+  Result RunImagePng(const std::string& png, const int32_t* region = nullptr) const;
 
  private:
   struct Impl;
