@@ -58,3 +58,43 @@ def test_rank_filter_against_numpy():
     np.testing.assert_array_equal(got[2], frames.max(0))
     with pytest.raises(ValueError, match="rank 17"):
         rank_images(tf.constant(frames), [17])
+
+
+def _rolled_gain(x, n, m):
+    """The (shift, gain) for which N = M * roll(x, shift) * gain inside M, or None."""
+    inside = m[..., 0] > 0
+    for dy in range(x.shape[0]):
+        for dx in range(x.shape[1]):
+            r = np.roll(x, (dy, dx), axis=(0, 1))[inside]
+            g = n[inside] / r
+            if np.allclose(g, g.flat[0], rtol=1e-4):
+                return (dy, dx), float(g.flat[0])
+    return None
+
+
+def test_perturb_self_source_blends_in_the_image_itself_scaled_by_a_gain():
+    """source='self': inside M the texture is the image rolled by some offset
+    times one gain from the configured range (values kept below 1/gain so
+    nothing clips); 'mixed' draws both sources; 'perlin' is unchanged."""
+    x = 0.1 + 0.3 * tf.random.stateless_uniform([16, 16, 1], [3, 4])
+    xs = x.numpy()
+    seen = []
+    for i in range(8):
+        xn, m, n = (t.numpy() for t in perturb(x, tf.constant([9, i], tf.int64), probability=1.0, max_scale=2, source="self", gain=(0.5, 1.5)))
+        outside = m[..., 0] == 0
+        np.testing.assert_array_equal(xn[outside], xs[outside])
+        if m.any():
+            found = _rolled_gain(xs, n, m)
+            assert found is not None and 0.5 <= found[1] <= 1.5
+            seen.append(found[1])
+    assert len(seen) >= 3 and np.ptp(seen) > 0.1  # the gain varies from image to image
+    kinds = set()
+    for i in range(12):
+        xn, m, n = (t.numpy() for t in perturb(x, tf.constant([5, i], tf.int64), probability=1.0, max_scale=2, source="mixed"))
+        if m.any():
+            kinds.add(_rolled_gain(xs, n, m) is not None)
+    assert kinds == {True, False}
+    a = perturb(x, tf.constant([7, 1], tf.int64), probability=1.0, max_scale=2)
+    b = perturb(x, tf.constant([7, 1], tf.int64), probability=1.0, max_scale=2, source="perlin")
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u.numpy(), v.numpy())

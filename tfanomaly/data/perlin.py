@@ -61,28 +61,44 @@ def stateless_perlin(shape, res, seed):
     return perlin_from_uniforms(shape, res, uniforms)
 
 
-def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0)):
+def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8)):
     """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
 
     With probability ``q`` a Perlin field P (random resolution 2**k per axis,
     k in [min_scale, max_scale]) is thresholded into the binary map
-    M = [P > threshold]; a second Perlin field T, mapped to [0, 1], is the
-    noise, N = M * T (the noise alone on black); the input is blended with it
-    inside M: X_n = X * (1 - beta*M) + beta * N, beta ~ U(blend).
-    Without perturbation, X_n = X and M = N = 0.
+    M = [P > threshold]; the texture T is, by ``source``:
+    ``perlin`` (the paper's): a second Perlin field mapped to [0, 1];
+    ``self``: the image itself, rolled by a random offset and multiplied by a
+    gain g ~ U(``gain``) (its own texture, darker or brighter, as real pits,
+    cracks and uneven areas are); ``mixed``: either, with even odds per image.
+    The noise is N = M * T (the texture alone on black), and the input is
+    blended with it inside M: X_n = X * (1 - beta*M) + beta * N, beta ~ U(blend).
+    Without perturbation, X_n = X and M = N = 0. The ``perlin`` source draws
+    exactly the random numbers it always has.
     """
     image = tf.convert_to_tensor(image, tf.float32)
     h, w, c = image.shape[0], image.shape[1], image.shape[2]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
+    seed = tf.cast(seed, tf.int64)
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
     scales = tf.random.stateless_uniform([2], seeds[0], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
     res = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales)
     field = stateless_perlin((h, w), (res[0], res[1]), seeds[1])
     scales_t = tf.random.stateless_uniform([2], seeds[2], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
     res_t = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales_t)
     texture = tf.clip_by_value(0.5 * (stateless_perlin((h, w), (res_t[0], res_t[1]), seeds[3]) + 1.0), 0.0, 1.0)
+    texture = tf.tile(texture[..., None], [1, 1, c])
+    if source not in ("perlin", "self", "mixed"):
+        raise ValueError(f"perturb source: expected perlin, self or mixed, got {source!r}")
+    if source != "perlin":
+        extra = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 101), num=3)
+        g = tf.random.stateless_uniform([], extra[0], minval=gain[0], maxval=gain[1])
+        shift = tf.random.stateless_uniform([2], extra[1], minval=0, maxval=tf.int32.max, dtype=tf.int32) % tf.constant([h, w])
+        own = tf.clip_by_value(tf.roll(image, shift, axis=[0, 1]) * g, 0.0, 1.0)
+        use_own = True if source == "self" else tf.random.stateless_uniform([], extra[2]) < 0.5
+        texture = tf.where(use_own, own, texture)
     apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
     beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
     mask = tf.cast(field > threshold, tf.float32)[..., None] * apply  # [H, W, 1]
-    noise = tf.tile(mask * texture[..., None], [1, 1, c])
+    noise = mask * texture
     perturbed = image * (1.0 - beta * mask) + beta * noise
     return perturbed, mask, noise
