@@ -11,7 +11,8 @@ from tfanomaly.config import load_config
 from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.export import export
 from tfanomaly.models import registry
-from tfanomaly.models.ganomaly import GANomaly, dcgan_widths
+from tfanomaly.models.dcgan import dcgan_widths
+from tfanomaly.models.ganomaly import GANomaly
 from tfanomaly.run import Run
 from tfanomaly.train import load_model, train
 

@@ -10,10 +10,9 @@ The Python API mirrors the command line::
 TensorFlow is imported on first use of train/evaluate/export, not on import.
 """
 
-__version__ = "0.1.0"
-
 from tfanomaly.config import load_config  # noqa: E402
 from tfanomaly.errors import ConfigError, DataError, UserError  # noqa: E402
+from tfanomaly.version import __version__  # noqa: E402
 
 __all__ = ["load_config", "train", "evaluate_run", "export", "load_model", "UserError", "ConfigError", "DataError", "__version__"]
 

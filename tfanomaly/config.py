@@ -8,7 +8,7 @@ the dataclasses, checking types and ranges on the way. Any problem raises a
     configs/vials.yaml: model.latent_dim: expected an integer > 0, got -3
 
 The ``model`` section is typed by the family named in ``family`` (see
-:mod:`tfanomaly.models.registry`), so one loader serves all five families.
+:mod:`tfanomaly.family_configs`), so one loader serves all five families.
 This module does not import TensorFlow.
 """
 
@@ -21,80 +21,24 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from tfanomaly.errors import ConfigError
+from tfanomaly.family_configs import FAMILIES
 from tfanomaly.files import atomic_write_text
-
-# --------------------------------------------------------------------------
-# Checks attached to fields through ``metadata={"check": ...}``.
-# A check returns None when the value is fine, else the expectation text.
-
-
-def positive(v):
-    return None if v > 0 else "> 0"
-
-
-def non_negative(v):
-    return None if v >= 0 else ">= 0"
-
-
-def unit_interval(v):
-    return None if 0.0 <= v <= 1.0 else "in [0, 1]"
-
-
-def one_of(*choices):
-    def check(v):
-        return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
-
-    return check
-
-
-def each(check):
-    def inner(v):
-        for item in v:
-            msg = check(item)
-            if msg:
-                return f"every item {msg}"
-        return None
-
-    return inner
-
-
-def length(n):
-    def check(v):
-        return None if len(v) == n else f"exactly {n} items"
-
-    return check
-
-
-def all_of(*checks):
-    def check(v):
-        for c in checks:
-            msg = c(v)
-            if msg:
-                return msg
-        return None
-
-    return check
-
-
-def range_pair(v):
-    """A [low, high] pair with low <= high."""
-    if len(v) != 2:
-        return "a [low, high] pair"
-    return None if v[0] <= v[1] else "a [low, high] pair with low <= high"
-
-
-def checked(default=dataclasses.MISSING, check: Callable | None = None, factory=None, help: str = ""):
-    """A dataclass field with a validation check and a help string."""
-    meta = {"check": check, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
+from tfanomaly.validators import (  # noqa: F401  (re-exported: field checks of the config sections)
+    all_of,
+    checked,
+    each,
+    length,
+    non_negative,
+    one_of,
+    positive,
+    range_pair,
+    unit_interval,
+)
 
 # --------------------------------------------------------------------------
 # Config sections shared by all families.
@@ -468,7 +412,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def config_from_raw(raw: dict, src: str = "<config>", family: str | None = None) -> Config:
-    from tfanomaly.models import registry
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: expected a mapping at the top level, got {type(raw).__name__}")
@@ -476,14 +419,14 @@ def config_from_raw(raw: dict, src: str = "<config>", family: str | None = None)
     fam = family or raw.get("family", "grdnet")
     if family and raw.get("family") not in (None, family):
         raise ConfigError(f"{src}: family: the command trains {family!r} but the config says {raw['family']!r}")
-    if fam not in registry.names():
-        raise ConfigError(f"{src}: family: expected one of {', '.join(registry.names())}, got {fam!r}")
+    if fam not in FAMILIES:
+        raise ConfigError(f"{src}: family: expected one of {', '.join(sorted(FAMILIES))}, got {fam!r}")
     raw["family"] = fam
     model_raw = raw.pop("model", None) or {}
     if not isinstance(model_raw, dict):
         raise ConfigError(f"{src}: model: expected a mapping, got {model_raw!r}")
     cfg = from_dict(Config, raw, "", src)
-    cfg.model = from_dict(registry.config_class(fam), model_raw, "model", src)
+    cfg.model = from_dict(FAMILIES[fam], model_raw, "model", src)
     cfg.source_file = src
     _cross_checks(cfg, src)
     return cfg

@@ -26,12 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import tfanomaly
 from tfanomaly.decision import FORMAT_VERSION as DECISION_FORMAT
 from tfanomaly.decision import RULES_TEXT as DECISION_RULES
 from tfanomaly.decision import Decision
 from tfanomaly.errors import UserError
 from tfanomaly.run import Run
+from tfanomaly.version import __version__
 
 
 def variables_checksum(saved_model_dir: Path) -> str:
@@ -199,7 +199,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "region_names": cfg.data.strip.region_names if cfg.data.source == "vials" else None,
             },
             "aggregation": {"per_run": "max over patches", "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n), "patches_per_strip": 60},
-            "versions": {"tfanomaly": tfanomaly.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+            "versions": {"tfanomaly": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "variables_sha256": variables_checksum(staged),
         }
         (staged / "tfanomaly.json").write_text(json.dumps(meta, indent=2))

@@ -1,11 +1,16 @@
 """Files written by every layer: atomic text and PNG writes with the usual
-file mode. Imports neither TensorFlow nor any other tfanomaly module."""
+file mode, and the labelled image grids the sample and inspection PNGs are
+made of. Imports neither TensorFlow nor any other tfanomaly module."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _umask() -> int:
@@ -38,3 +43,23 @@ def write_png(path: str | os.PathLike, rgb) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.png")
     cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     os.replace(tmp, path)
+
+
+def tile_grid(columns: dict, max_rows: int = 8) -> np.ndarray:
+    """uint8 grid: one column per named array [B, H, W, C] in [0, 1], one row per sample."""
+    import cv2
+    import numpy as np
+
+    cols = []
+    for name, arr in columns.items():
+        a = np.clip(np.asarray(arr, np.float32)[:max_rows], 0, 1)
+        if a.shape[-1] not in (1, 3):
+            a = a[..., :3]
+        if a.shape[-1] == 1:
+            a = np.repeat(a, 3, -1)
+        col = np.concatenate(list(a), axis=0)
+        head = np.zeros((14, col.shape[1], 3), np.uint8)
+        cv2.putText(head, name[: max(1, col.shape[1] // 7)], (1, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (255, 255, 255), 1)
+        cols.append(np.concatenate([head.astype(np.float32) / 255.0, col], 0))
+        cols.append(np.full((cols[-1].shape[0], 2, 3), 0.5, np.float32))
+    return (np.concatenate(cols[:-1], axis=1) * 255).round().astype(np.uint8)

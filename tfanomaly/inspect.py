@@ -11,8 +11,7 @@ import tensorflow as tf
 from tfanomaly.data import perlin
 from tfanomaly.data.pipeline import Data, to_float
 from tfanomaly.data.sources import summarize
-from tfanomaly.files import write_png
-from tfanomaly.train import tile_grid
+from tfanomaly.files import tile_grid, write_png
 
 
 def _region_table(data: Data, cfg) -> str:

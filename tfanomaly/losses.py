@@ -108,7 +108,7 @@ def vgg16_taps(size, taps, name: str = "vgg16_taps"):
     """
     import keras
 
-    from tfanomaly.models.configs import VGG16_TAPS
+    from tfanomaly.family_configs import VGG16_TAPS
 
     h, w = size
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(h, w, 3))

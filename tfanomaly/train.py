@@ -11,7 +11,6 @@ import resource
 import time
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 
@@ -19,7 +18,7 @@ from tfanomaly import guards, runtime
 from tfanomaly.config import Config, save_config
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
-from tfanomaly.files import atomic_write_text, write_png
+from tfanomaly.files import atomic_write_text, tile_grid, write_png
 from tfanomaly.models import registry
 from tfanomaly.run import Run, load_model  # noqa: F401 (load_model: part of this module's API since the start)
 
@@ -27,23 +26,6 @@ from tfanomaly.run import Run, load_model  # noqa: F401 (load_model: part of thi
 def default_run_dir(cfg: Config) -> Path:
     stem = Path(cfg.source_file).stem if cfg.source_file and not cfg.source_file.startswith("<") else cfg.family
     return Path(cfg.train.out_dir) / stem
-
-
-def tile_grid(columns: dict, max_rows: int = 8) -> np.ndarray:
-    """uint8 grid: one column per named array [B, H, W, C] in [0, 1], one row per sample."""
-    cols = []
-    for name, arr in columns.items():
-        a = np.clip(np.asarray(arr, np.float32)[:max_rows], 0, 1)
-        if a.shape[-1] not in (1, 3):
-            a = a[..., :3]
-        if a.shape[-1] == 1:
-            a = np.repeat(a, 3, -1)
-        col = np.concatenate(list(a), axis=0)
-        head = np.zeros((14, col.shape[1], 3), np.uint8)
-        cv2.putText(head, name[: max(1, col.shape[1] // 7)], (1, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (255, 255, 255), 1)
-        cols.append(np.concatenate([head.astype(np.float32) / 255.0, col], 0))
-        cols.append(np.full((cols[-1].shape[0], 2, 3), 0.5, np.float32))
-    return (np.concatenate(cols[:-1], axis=1) * 255).round().astype(np.uint8)
 
 
 class SessionSteps(keras.callbacks.Callback):

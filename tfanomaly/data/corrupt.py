@@ -18,20 +18,10 @@ x_hat and M.
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
 from tfanomaly.data import perlin as perlin_mod
-
-
-def gaussian_kernel(sigma: float, channels: int = 1):
-    """[k, k, channels, 1] normalised gaussian for depthwise convolution."""
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    ax = tf.range(-radius, radius + 1, dtype=tf.float32)
-    g = tf.exp(-(ax**2) / (2.0 * sigma * sigma))
-    g = g / tf.reduce_sum(g)
-    return tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, channels, 1])
+from tfanomaly.filters import gaussian_kernel
 
 
 def gaussian_blur(x, sigma: float):

@@ -27,9 +27,9 @@ import keras
 import tensorflow as tf
 
 from tfanomaly import losses
+from tfanomaly.family_configs import ADGANConfig
 from tfanomaly.models.base import AnomalyModel
-from tfanomaly.models.configs import ADGANConfig
-from tfanomaly.models.ganomaly import dcgan_decoder, dcgan_encoder
+from tfanomaly.models.dcgan import dcgan_decoder, dcgan_encoder
 
 _B1, _B2, _EPS = 0.9, 0.999, 1e-8  # Adam of the latent search
 

@@ -29,10 +29,10 @@ import tensorflow as tf
 from keras import layers
 
 from tfanomaly import losses
-from tfanomaly.data.corrupt import gaussian_kernel
+from tfanomaly.family_configs import AutoencoderConfig
+from tfanomaly.filters import gaussian_kernel
 from tfanomaly.models.base import AnomalyModel
 from tfanomaly.models.blocks import Subsample2D
-from tfanomaly.models.configs import AutoencoderConfig
 
 
 @keras.saving.register_keras_serializable(package="tfanomaly")

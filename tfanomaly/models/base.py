@@ -118,6 +118,17 @@ class AnomalyModel(keras.Model):
     def call(self, images, training=False):
         return self.score(images)
 
+    def score(self, images) -> dict:
+        """Images [B, H, W, C] in [0, 1] -> ``{"score": [B], "heatmap": [B, H, W, 1],
+        "reconstruction": [B, H, W, C]}``: raw scores (higher = more anomalous,
+        never normalised by the batch), graph code that export wraps unchanged."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score()")
+
+    def sample_outputs(self, batch: dict) -> dict:
+        """Named arrays [B, H, W, C] in [0, 1] for the sample-image callback
+        (one column each, e.g. input, perturbed input, reconstruction, heatmap)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample_outputs()")
+
     def export_modules(self) -> list:
         """The layers/models whose variables ``score`` reads (what export saves)."""
         return [self]

@@ -26,8 +26,8 @@ import tensorflow as tf
 from keras import layers
 
 from tfanomaly import losses
+from tfanomaly.family_configs import CycleGANConfig
 from tfanomaly.models.base import AnomalyModel
-from tfanomaly.models.configs import CycleGANConfig
 
 _INIT = {"kernel_initializer": keras.initializers.RandomNormal(0.0, 0.02)}
 

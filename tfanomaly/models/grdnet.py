@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfanomaly import losses
+from tfanomaly.family_configs import GRDNetConfig
 from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
-from tfanomaly.models.configs import GRDNetConfig
 
 
 def roi_array(cfg: GRDNetConfig, shape) -> np.ndarray:

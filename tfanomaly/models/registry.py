@@ -1,6 +1,6 @@
 """Family registry: name -> (config dataclass, model class).
 
-Config classes live in :mod:`tfanomaly.models.configs` (no TensorFlow import),
+Config classes live in :mod:`tfanomaly.family_configs` (no TensorFlow import),
 model classes are imported lazily, so loading a config stays fast.
 """
 
@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import importlib
 
-from tfanomaly.models import configs
+from tfanomaly import family_configs as configs
 
-_FAMILIES = {
-    "grdnet": (configs.GRDNetConfig, "tfanomaly.models.grdnet:GRDNet"),
-    "ganomaly": (configs.GANomalyConfig, "tfanomaly.models.ganomaly:GANomaly"),
-    "autoencoder": (configs.AutoencoderConfig, "tfanomaly.models.autoencoder:Autoencoder"),
-    "adgan": (configs.ADGANConfig, "tfanomaly.models.adgan:ADGAN"),
-    "cyclegan": (configs.CycleGANConfig, "tfanomaly.models.cyclegan:CycleGANAD"),
+_MODELS = {
+    "grdnet": "tfanomaly.models.grdnet:GRDNet",
+    "ganomaly": "tfanomaly.models.ganomaly:GANomaly",
+    "autoencoder": "tfanomaly.models.autoencoder:Autoencoder",
+    "adgan": "tfanomaly.models.adgan:ADGAN",
+    "cyclegan": "tfanomaly.models.cyclegan:CycleGANAD",
 }
+assert set(_MODELS) == set(configs.FAMILIES)
 
 
 def names() -> list[str]:
-    return sorted(_FAMILIES)
+    return sorted(_MODELS)
 
 
 def config_class(name: str):
-    return _FAMILIES[name][0]
+    return configs.FAMILIES[name]
 
 
 def model_class(name: str):
-    module, cls = _FAMILIES[name][1].split(":")
+    module, cls = _MODELS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 

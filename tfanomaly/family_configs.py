@@ -1,4 +1,7 @@
-"""Per-family model configs (the ``model:`` section of a run config)."""
+"""Per-family model configs (the ``model:`` section of a run config) and
+``FAMILIES``, the family name -> config class map that :mod:`tfanomaly.config`
+loads with and :mod:`tfanomaly.models.registry` pairs with the model classes.
+Config layer: no TensorFlow, no import from ``models/``."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from tfanomaly.config import all_of, checked, each, length, non_negative, one_of, positive, unit_interval
 from tfanomaly.errors import ConfigError
+from tfanomaly.validators import all_of, checked, each, length, non_negative, one_of, positive, unit_interval
 
 
 @dataclass
@@ -205,3 +208,12 @@ class CycleGANConfig:
             raise ConfigError(f"{src}: model.score: fid feeds InceptionV3, which takes 1 or 3 channels, got data.channels {cfg.data.channels}")
         if self.fid_weights.endswith(".h5") and not os.path.isfile(self.fid_weights):
             raise ConfigError(f"{src}: model.fid_weights: expected an existing weights file, got {self.fid_weights!r} (not found)")
+
+
+FAMILIES = {
+    "grdnet": GRDNetConfig,
+    "ganomaly": GANomalyConfig,
+    "autoencoder": AutoencoderConfig,
+    "adgan": ADGANConfig,
+    "cyclegan": CycleGANConfig,
+}
