@@ -98,3 +98,22 @@ def test_perturb_self_source_blends_in_the_image_itself_scaled_by_a_gain():
     b = perturb(x, tf.constant([7, 1], tf.int64), probability=1.0, max_scale=2, source="perlin")
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u.numpy(), v.numpy())
+
+
+def test_stroke_mask_is_a_thin_segment_of_the_drawn_thickness():
+    """A stroke is thin (its area ~ length x thickness, far below a blob's),
+    stays inside its length, and ``strokes=1`` makes every perturbed region one."""
+    from tfanomaly.data.perlin import stroke_mask
+
+    for i in range(10):
+        m = stroke_mask(96, 96, tf.constant([2, i], tf.int64), width=(2.0, 2.0)).numpy()
+        ys, xs = np.nonzero(m)
+        if len(ys) < 10:  # mostly outside the image
+            continue
+        extent = np.hypot(np.ptp(ys), np.ptp(xs))
+        assert m.sum() <= 2.0 * 2 * (extent + 4)  # thickness 2: about 2 px per pixel of length
+        assert extent <= 96 * 1.5  # at most the longer side, plus its bend
+    x = tf.fill([64, 64, 1], 0.3)
+    for i in range(5):
+        _, m, _ = perturb(x, tf.constant([3, i], tf.int64), probability=1.0, max_scale=3, strokes=1.0)
+        assert m.numpy().sum() < 64 * 4  # thin, never a Perlin blob

@@ -173,6 +173,7 @@ class PerturbConfig:
     blend: list[float] = checked(factory=lambda: [0.5, 1.0], check=all_of(range_pair, each(unit_interval)), help="beta range of the noise blend")
     source: str = checked("perlin", one_of("perlin", "self", "mixed"), help="texture blended in: a Perlin field (the paper), the image itself rolled and scaled by a gain, or either per image")
     gain: list[float] = checked(factory=lambda: [0.2, 1.8], check=all_of(range_pair, each(non_negative)), help="gain range of the 'self' texture")
+    strokes: float = checked(0.0, unit_interval, help="chance that the perturbed region is a thin bent stroke (scratch, crack) instead of a Perlin blob")
 
 
 @dataclass

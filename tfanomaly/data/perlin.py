@@ -61,7 +61,26 @@ def stateless_perlin(shape, res, seed):
     return perlin_from_uniforms(shape, res, uniforms)
 
 
-def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8)):
+def stroke_mask(h: int, w: int, seed, width=(1.0, 3.0)):
+    """A binary [H, W] mask of one thin, slightly bent stroke (a scratch or a
+    crack): centre anywhere, any angle, length 1/4 to all of the longer side,
+    thickness ~ U(``width``) pixels, bent along a parabola of random sign."""
+    u = tf.random.stateless_uniform([6], seed)
+    cy, cx = u[0] * h, u[1] * w
+    angle = u[2] * math.pi
+    length = (0.25 + 0.75 * u[3]) * float(max(h, w))
+    thick = width[0] + (width[1] - width[0]) * u[4]
+    bend = (u[5] - 0.5) / length  # the ends up to 1/8 of the length off the chord
+    yy, xx = tf.meshgrid(tf.range(h, dtype=tf.float32) + 0.5, tf.range(w, dtype=tf.float32) + 0.5, indexing="ij")
+    ry, rx = yy - cy, xx - cx
+    along = ry * tf.sin(angle) + rx * tf.cos(angle)
+    across = rx * tf.sin(angle) - ry * tf.cos(angle) - bend * along * along
+    return tf.cast((tf.abs(across) <= thick / 2.0) & (tf.abs(along) <= length / 2.0), tf.float32)
+
+
+def perturb(
+    image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8), strokes=0.0
+):
     """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
 
     With probability ``q`` a Perlin field P (random resolution 2**k per axis,
@@ -73,8 +92,11 @@ def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshol
     cracks and uneven areas are); ``mixed``: either, with even odds per image.
     The noise is N = M * T (the texture alone on black), and the input is
     blended with it inside M: X_n = X * (1 - beta*M) + beta * N, beta ~ U(blend).
-    Without perturbation, X_n = X and M = N = 0. The ``perlin`` source draws
-    exactly the random numbers it always has.
+    With probability ``strokes`` the region M is a thin stroke
+    (:func:`stroke_mask`: scratches and cracks, which Perlin blobs are not)
+    instead of the thresholded field. Without perturbation, X_n = X and
+    M = N = 0. With the ``perlin`` source and no strokes, the random numbers
+    drawn are exactly the paper's (as before these options existed).
     """
     image = tf.convert_to_tensor(image, tf.float32)
     h, w, c = image.shape[0], image.shape[1], image.shape[2]
@@ -98,7 +120,11 @@ def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshol
         texture = tf.where(use_own, own, texture)
     apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
     beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
-    mask = tf.cast(field > threshold, tf.float32)[..., None] * apply  # [H, W, 1]
+    region = tf.cast(field > threshold, tf.float32)
+    if strokes > 0:
+        ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 202), num=2)
+        region = tf.where(tf.random.stateless_uniform([], ks[0]) < strokes, stroke_mask(h, w, ks[1]), region)
+    mask = region[..., None] * apply  # [H, W, 1]
     noise = mask * texture
     perturbed = image * (1.0 - beta * mask) + beta * noise
     return perturbed, mask, noise

@@ -396,6 +396,7 @@ def training_map(cfg, textures=None, stream: int = 0):
                 blend=tuple(pert.blend),
                 source=pert.source,
                 gain=tuple(pert.gain),
+                strokes=pert.strokes,
             )
         elif cor.enabled:
             xn, m, n = corrupt_mod.corrupt(
