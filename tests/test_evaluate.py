@@ -89,6 +89,28 @@ def test_predict_strips(setup, tmp_path, vial_data):
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 41
 
 
+def test_predict_refuses_files_that_do_not_fit_and_names_each(setup, tmp_path, vial_data):
+    """An RGB strip for a gray model and a 16-bit strip are refused (not
+    converted), in one error that names both files and leaves the good one out."""
+    import cv2
+
+    from tfanomaly.errors import DataError
+    from tfanomaly.predict import predict
+
+    cfg, model, _, _, _ = setup
+    run = save_run(model, cfg, tmp_path / "run")
+    good = sorted((vial_data / "images").glob("*.png"))[0]
+    img = cv2.imread(str(good), cv2.IMREAD_GRAYSCALE)
+    rgb, deep = tmp_path / "rgb.png", tmp_path / "deep.png"
+    cv2.imwrite(str(rgb), np.repeat(img[..., None], 3, -1))
+    cv2.imwrite(str(deep), img.astype(np.uint16) * 256)
+    with pytest.raises(DataError) as e:
+        predict(run, [good, rgb, deep])
+    msg = str(e.value)
+    assert msg.startswith("2 of 3 images do not fit the model")
+    assert f"{rgb}: 3 channel(s), expected 1" in msg and f"{deep}: uint16 samples, expected an 8-bit image" in msg and str(good) not in msg
+
+
 def test_ranking_picks_the_extremes():
     from tfanomaly.report import ranking
 

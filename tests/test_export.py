@@ -169,9 +169,20 @@ def test_cpp_bad_inputs_exit_codes(binary, exported, tmp_path):
     big = tmp_path / "big.png"
     cv2.imwrite(str(big), np.zeros((40, 32), np.uint8))
     r = run_cpp(binary, path, big)
-    assert r.returncode == 6 and "wrong image size" in error_lines(r)[0], r.stderr
+    assert r.returncode == 6 and "32x40, expected 32x32" in error_lines(r)[0], r.stderr
     r = run_cpp(binary, path, tmp_path / "missing.png")
     assert r.returncode == 5 and "cannot read" in r.stderr
+    # every PNG is checked against the model (8-bit, channels, size) before inference, every bad one named
+    rgb, deep = tmp_path / "rgb.png", tmp_path / "deep.png"
+    cv2.imwrite(str(rgb), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(deep), np.zeros((32, 32), np.uint16))
+    r = run_cpp(binary, path, good, rgb, good, deep, big)
+    (line,) = error_lines(r)
+    assert r.returncode == 6 and line.startswith("error: 3 of 5 inputs do not fit the model"), r.stderr
+    assert f"{rgb}: RGB (3 channels), expected 1 channel(s)" in line and f"{deep}: 16-bit gray, expected 8-bit" in line
+    assert f"{big}: 32x40, expected 32x32 (width x height)" in line and str(good) not in line
+    r = run_cpp(binary, path, good, bad)
+    assert r.returncode == 5 and f"{bad}: not a PNG file" in error_lines(r)[0]
     assert "Aborted" not in r.stderr and "terminate" not in r.stderr
 
 

@@ -27,24 +27,35 @@ from tfanomaly.tiling import TiledScorer, rescale
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
+    """The image as uint8 [H, W, C] (RGB order), or a DataError saying how it
+    differs from what the model takes (8-bit, ``channels``): nothing is
+    converted, as the training data is not (an RGB file for a grayscale model
+    is refused, not turned gray)."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"{path}: not a readable image")
     if img.ndim == 2:
         img = img[..., None]
-    if img.shape[-1] == 4 and channels != 4:
-        img = img[..., :3]
-    if img.shape[-1] == 3 and channels == 1:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
-    elif img.shape[-1] == 3:
-        img = img[..., ::-1]
-    if img.shape[-1] == 1 and channels == 3:
-        img = np.repeat(img, 3, -1)
-    if img.shape[-1] != channels:
-        raise DataError(f"{path}: expected {channels} channel(s), got {img.shape[-1]}")
     if img.dtype != np.uint8:
-        raise DataError(f"{path}: expected an 8-bit image, got {img.dtype}")
+        raise DataError(f"{path}: {img.dtype} samples, expected an 8-bit image")
+    if img.shape[-1] != channels:
+        raise DataError(f"{path}: {img.shape[-1]} channel(s), expected {channels}")
+    if channels >= 3:
+        img = np.concatenate([img[..., 2::-1], img[..., 3:]], -1)  # BGR(A) -> RGB(A)
     return img
+
+
+def _read_all(paths: list[Path], channels: int) -> list[np.ndarray]:
+    """Every image read, or one DataError naming every file that does not fit."""
+    images, bad = [], []
+    for p in paths:
+        try:
+            images.append(_read(p, channels))
+        except DataError as e:
+            bad.append(str(e))
+    if bad:
+        raise DataError(f"{len(bad)} of {len(paths)} images do not fit the model: " + "; ".join(bad))
+    return images
 
 
 def _resize(img, h, w, method="bilinear"):
@@ -63,8 +74,8 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
     tiled = cfg.data.tiling.enabled
     boxes = strip_boxes(cfg) if strips else None
     patches, meta = [], []
-    for p in map(Path, images):
-        img = _read(p, c)
+    paths = [Path(p) for p in images]
+    for p, img in zip(paths, _read_all(paths, c)):
         if strips:
             need = (max(b[2][2] for b in boxes), max(b[2][3] for b in boxes))
             if img.shape[0] < need[0] or img.shape[1] < need[1]:

@@ -62,6 +62,41 @@ std::string Stem(const std::string& path) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
+// Checks a PNG's header (IHDR) against what the model takes: 8 bits per sample,
+// the model's channels (gray 1, RGB 3, RGBA 4), and, unless ``whole``, its size.
+// Returns "" when it fits, else what is wrong (the caller names the file).
+std::string CheckPng(const std::string& png, const tfanomaly::ModelInfo& info, bool whole, bool* unreadable) {
+  *unreadable = false;
+  static const char kSig[] = "\x89PNG\r\n\x1a\n";
+  if (png.size() < 33 || png.compare(0, 8, kSig, 8) != 0 || png.compare(12, 4, "IHDR") != 0) {
+    *unreadable = true;
+    return "not a PNG file";
+  }
+  auto be32 = [&](size_t at) {
+    return (static_cast<uint32_t>(static_cast<unsigned char>(png[at])) << 24) | (static_cast<uint32_t>(static_cast<unsigned char>(png[at + 1])) << 16) |
+           (static_cast<uint32_t>(static_cast<unsigned char>(png[at + 2])) << 8) | static_cast<uint32_t>(static_cast<unsigned char>(png[at + 3]));
+  };
+  const uint32_t width = be32(16), height = be32(20);
+  const int depth = static_cast<unsigned char>(png[24]), color = static_cast<unsigned char>(png[25]);
+  int channels = 0;
+  switch (color) {
+    case 0: channels = 1; break;  // gray
+    case 2: channels = 3; break;  // RGB
+    case 6: channels = 4; break;  // RGBA
+    default: break;               // palette (3) or gray + alpha (4): never what a model takes
+  }
+  const char* kinds[] = {"gray", "?", "RGB", "palette", "gray+alpha", "?", "RGBA"};
+  const std::string kind = color <= 6 ? kinds[color] : "unknown color type";
+  if (depth != 8) return std::to_string(depth) + "-bit " + kind + ", expected 8-bit";
+  if (channels != info.channels)
+    return kind + " (" + std::to_string(channels ? channels : 0) + " channels), expected " + std::to_string(info.channels) + " channel(s)";
+  if (!whole && (static_cast<int>(width) != info.width || static_cast<int>(height) != info.height))
+    return std::to_string(width) + "x" + std::to_string(height) + ", expected " + std::to_string(info.width) + "x" + std::to_string(info.height) +
+           " (width x height)";
+  if (width == 0 || height == 0) return "empty image";
+  return "";
+}
+
 // Reads a little-endian float32 .npy array; returns its values and the number of images in it.
 // With ``whole``, one image [H, W, C] of any H, W (its size in *height, *width).
 std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& info, int* count, bool whole = false, int* height = nullptr,
@@ -215,6 +250,21 @@ int Run(int argc, char** argv) {
     }
   }
   if (use_png && use_float) throw Error(tfanomaly::kUsage, "give either PNG or .npy inputs, not both");
+  if (use_png) {  // every file checked against the model before inference; all bad ones named
+    std::string bad;
+    int n_bad = 0;
+    bool any_unreadable = false;
+    for (size_t i = 0; i < pngs.size(); ++i) {
+      bool unreadable = false;
+      const std::string why = CheckPng(pngs[i], info, whole, &unreadable);
+      if (why.empty()) continue;
+      any_unreadable = any_unreadable || unreadable;
+      bad += (n_bad++ ? "; " : "") + files_of[i] + ": " + why;
+    }
+    if (n_bad)
+      throw Error(any_unreadable ? tfanomaly::kImageUnreadable : tfanomaly::kImageShape,
+                  std::to_string(n_bad) + " of " + std::to_string(pngs.size()) + " inputs do not fit the model: " + bad);
+  }
 
   tfanomaly::Result all;
   std::vector<double> batch_ms;
