@@ -74,3 +74,20 @@ def test_imports_flow_one_way():
         if m != "tfanomaly":  # the package's API (tfanomaly.train(...)) and cli/ may drive training
             assert "tfanomaly.train" not in deps, m
     assert not {d for d in graph["tfanomaly.losses"] if d.startswith("tfanomaly.models")}
+
+
+def test_a_family_without_the_contract_is_refused_at_class_creation():
+    """AnomalyModel names what every family defines; a subclass missing any of
+    it is a TypeError when the class is made, not at the first score or epoch."""
+    import pytest
+
+    from tfanomaly.models import registry
+    from tfanomaly.models.base import AnomalyModel
+
+    for name in registry.names():  # the five families satisfy it
+        assert all(callable(getattr(registry.model_class(name), m)) for m in AnomalyModel.REQUIRED)
+    with pytest.raises(TypeError, match="must define sample_outputs, train_step, optimizer_groups"):
+
+        class Partial(AnomalyModel):
+            def score(self, images):
+                return {}

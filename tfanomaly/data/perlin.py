@@ -105,19 +105,19 @@ def perturb(
     scales = tf.random.stateless_uniform([2], seeds[0], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
     res = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales)
     field = stateless_perlin((h, w), (res[0], res[1]), seeds[1])
-    scales_t = tf.random.stateless_uniform([2], seeds[2], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
-    res_t = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales_t)
-    texture = tf.clip_by_value(0.5 * (stateless_perlin((h, w), (res_t[0], res_t[1]), seeds[3]) + 1.0), 0.0, 1.0)
-    texture = tf.tile(texture[..., None], [1, 1, c])
     if source not in ("perlin", "self", "mixed"):
         raise ValueError(f"perturb source: expected perlin, self or mixed, got {source!r}")
+    if source != "self":  # each stream has its own seeds: skipping one never shifts the other
+        scales_t = tf.random.stateless_uniform([2], seeds[2], minval=min_scale, maxval=max_scale + 1, dtype=tf.int32)
+        res_t = tf.bitwise.left_shift(tf.ones([2], tf.int32), scales_t)
+        texture = tf.clip_by_value(0.5 * (stateless_perlin((h, w), (res_t[0], res_t[1]), seeds[3]) + 1.0), 0.0, 1.0)
+        texture = tf.tile(texture[..., None], [1, 1, c])
     if source != "perlin":
         extra = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 101), num=3)
         g = tf.random.stateless_uniform([], extra[0], minval=gain[0], maxval=gain[1])
         shift = tf.random.stateless_uniform([2], extra[1], minval=0, maxval=tf.int32.max, dtype=tf.int32) % tf.constant([h, w])
         own = tf.clip_by_value(tf.roll(image, shift, axis=[0, 1]) * g, 0.0, 1.0)
-        use_own = True if source == "self" else tf.random.stateless_uniform([], extra[2]) < 0.5
-        texture = tf.where(use_own, own, texture)
+        texture = own if source == "self" else tf.where(tf.random.stateless_uniform([], extra[2]) < 0.5, own, texture)
     apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
     beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
     region = tf.cast(field > threshold, tf.float32)

@@ -58,11 +58,31 @@ class HalfwayLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class AnomalyModel(keras.Model):
-    """Base class of the five families (see the module docstring)."""
+    """Base class of the five families (see the module docstring).
+
+    Every family defines, and class creation checks that it does:
+
+    - ``score(images) -> {"score": [B], "heatmap": [B, H, W, 1], "reconstruction": [B, H, W, C]}``
+      for images [B, H, W, C] in [0, 1]: raw scores (higher = more anomalous, never normalised by
+      the batch), graph code that export wraps unchanged;
+    - ``sample_outputs(batch) -> {name: [B, H, W, C] in [0, 1]}``: the columns of the sample-image
+      callback (input, perturbed input, reconstruction, heatmap, ...);
+    - ``optimizer_groups() -> {attribute name: (lr scale, trainable variables)}``, one Adam each,
+      the first group's step counter being the model's;
+    - ``train_step(batch)``.
+    """
+
+    REQUIRED = ("score", "sample_outputs", "train_step", "optimizer_groups")
 
     family: str = ""
     config_class = None
     trains_on_defects = False  # True: batches carry "abnormal" images of the defective class too
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [m for m in cls.REQUIRED if not any(m in vars(k) for k in cls.__mro__ if k is not AnomalyModel and issubclass(k, AnomalyModel))]
+        if missing:
+            raise TypeError(f"{cls.__name__}: a family must define {', '.join(missing)} (see tfanomaly.models.base)")
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(**kwargs)
@@ -77,11 +97,6 @@ class AnomalyModel(keras.Model):
         return cls(dataclasses.asdict(cfg.model), (h, w, cfg.data.channels), name=cfg.family)
 
     # -- optimizers (shared by every family) ---------------------------------
-    def optimizer_groups(self) -> dict:
-        """``{attribute name: (lr scale, trainable variables)}``, one Adam each;
-        the first group's step counter is the model's."""
-        raise NotImplementedError
-
     def compile(self, optimizers: dict, global_batch_size=None, **kwargs):
         # No Keras-level optimizer: each network's optimizer is an attribute
         # (saved and restored with the model, by BackupAndRestore too).
@@ -117,17 +132,6 @@ class AnomalyModel(keras.Model):
 
     def call(self, images, training=False):
         return self.score(images)
-
-    def score(self, images) -> dict:
-        """Images [B, H, W, C] in [0, 1] -> ``{"score": [B], "heatmap": [B, H, W, 1],
-        "reconstruction": [B, H, W, C]}``: raw scores (higher = more anomalous,
-        never normalised by the batch), graph code that export wraps unchanged."""
-        raise NotImplementedError(f"{type(self).__name__} must implement score()")
-
-    def sample_outputs(self, batch: dict) -> dict:
-        """Named arrays [B, H, W, C] in [0, 1] for the sample-image callback
-        (one column each, e.g. input, perturbed input, reconstruction, heatmap)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement sample_outputs()")
 
     def export_modules(self) -> list:
         """The layers/models whose variables ``score`` reads (what export saves)."""
