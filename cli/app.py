@@ -110,6 +110,10 @@ def eval_(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Eval directory (default: RUN/eval)."),
     force: bool = typer.Option(False, "--force", help="Allow calibrating on the reported split (eval.calibration_fraction: 0)."),
     shift: bool = typer.Option(False, "--shift", help="Also evaluate under the test-time domain shift of eval.shift (report in OUT/shift)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Evaluate on this dataset folder instead of the run's data.root, e.g. a test kit "
+        "(`tfanomaly data synth kit`); same as --set data.root=DIR.",
+    ),
     set_: Optional[List[str]] = SET,
 ):
     """Score the test set, calibrate thresholds, write metrics, tables, plots and an HTML report.
@@ -131,7 +135,7 @@ def eval_(
             typer.echo(splits_table(summary))
             _echo(f"per-split reports -> {model}/split_*/eval/; table -> {out or run.eval_dir}/splits.md")
             return
-    cfg = load_config(config or run.config_file, set_ or [])
+    cfg = load_config(config or run.config_file, [*(set_ or []), *([f"data.root={data}"] if data else [])])
     from tfanomaly.evaluate import evaluate
     from tfanomaly.report import console_summary
 
@@ -174,24 +178,53 @@ def predict(
         _echo(f"{len(rows)} patches scored, {flagged} flagged -> {out}")
 
 
+def _synthesize(make, what: str, out, good, defective, runs, frames, seed) -> dict:
+    """Run a vial-strip generator with a progress bar (on a terminal)."""
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"synthesizing {what}", total=(good + defective) * runs * frames)
+        return make(out, good, defective, runs, frames, seed, progress=lambda d, t: bar.update(task, completed=d))
+
+
+RUNS = typer.Option(10, min=1, help="Acquisition runs per product.")
+FRAMES = typer.Option(16, min=1, help="Frames per acquisition.")
+
+
 @synth_app.command("vials")
 def synth_vials(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     good: int = typer.Option(10, min=1, help="Good products."),
     defective: int = typer.Option(12, min=0, help="Defective products (defect types cycle)."),
-    runs: int = typer.Option(10, min=1, help="Acquisition runs per product."),
-    frames: int = typer.Option(16, min=1, help="Frames per acquisition."),
+    runs: int = RUNS,
+    frames: int = FRAMES,
     seed: int = typer.Option(0, help="Random seed (output is deterministic for a seed)."),
 ):
     """Synthetic Blow-Fill-Seal vial strips: 5 vials x 4 regions, bubbles and drops, six defect types with masks."""
-    from rich.progress import Progress
-
     from tfanomaly.data.synth import synth_vials as make
 
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("synthesizing strips", total=(good + defective) * runs * frames)
-        info = make(out, good, defective, runs, frames, seed, progress=lambda d, t: bar.update(task, completed=d))
+    info = _synthesize(make, "strips", out, good, defective, runs, frames, seed)
     _echo(f"wrote {info['images']} strip images of {info['products']} products ({info['defective']} defective) to {out}")
+
+
+@synth_app.command("kit")
+def synth_kit(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (keep it apart from the training data)."),
+    good: int = typer.Option(120, min=1, help="Good products."),
+    defective: int = typer.Option(140, min=1, help="Defective products (defect types cycle)."),
+    runs: int = RUNS,
+    frames: int = FRAMES,
+    seed: int = typer.Option(1000, help="Random seed of the kit (the training data's default is 0)."),
+):
+    """A vial-line test kit: the demo generator with its own seed, products K001..., all for evaluation
+    (`tfanomaly eval --model RUN --data KIT`)."""
+    from tfanomaly.data.synth import synth_kit as make
+
+    if seed == 0:
+        raise UserError("--seed 0 is the training data's seed: a kit needs its own (default 1000)")
+    info = _synthesize(make, "the test kit", out, good, defective, runs, frames, seed)
+    _echo(f"wrote a test kit of {info['products']} products ({info['good']} good, {info['defective']} defective), "
+          f"{info['images']} strip images, to {out}; evaluate with `tfanomaly eval --model RUN --data {out}`")
 
 
 @data_app.command("pack")

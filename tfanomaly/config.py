@@ -133,6 +133,11 @@ class DataConfig:
     frames_per_acquisition: int = checked(16, positive)
     rank_images: list[int] = checked(factory=lambda: [1, 16], check=each(positive), help="pixelwise ranks added per acquisition (1 = darkest)")
     eval_frames: list[int] = checked(factory=lambda: [0, 5, 10], check=each(non_negative), help="frames per acquisition scored at eval (3 on the line)")
+    eval_ranks: list[int] = checked(
+        factory=list, check=each(positive),
+        help="pixelwise rank images scored at eval beside (or, with eval_frames: [], instead of) the frames; "
+        "1 = the darkest value of each pixel over the acquisition, where bright moving bubbles vanish",
+    )
     strip: StripConfig = field(default_factory=StripConfig)
     polygons: PolygonConfig = field(default_factory=PolygonConfig)
     rgbd: RGBDConfig = field(default_factory=RGBDConfig)
@@ -444,6 +449,11 @@ def _cross_checks(cfg: Config, src: str) -> None:
     for f in d.eval_frames:
         if f >= d.frames_per_acquisition:
             raise ConfigError(f"{src}: data.eval_frames: expected frame indices < {d.frames_per_acquisition}, got {f}")
+    for r in d.eval_ranks:
+        if r > d.frames_per_acquisition:
+            raise ConfigError(f"{src}: data.eval_ranks: expected ranks in [1, {d.frames_per_acquisition}] (data.frames_per_acquisition), got {r}")
+    if d.source == "vials" and not d.eval_frames and not d.eval_ranks:
+        raise ConfigError(f"{src}: data.eval_frames: expected at least one frame or one data.eval_ranks rank to score, got none")
     if cfg.perturb.min_scale > cfg.perturb.max_scale:
         raise ConfigError(f"{src}: perturb.min_scale: expected <= perturb.max_scale ({cfg.perturb.max_scale}), got {cfg.perturb.min_scale}")
     h, w = d.image_size

@@ -48,6 +48,9 @@ class Decision:
     product_threshold: float | None = None
     seed: int = 0
     source: str = ""  # where it was loaded from (for messages)
+    # the model's score options these thresholds were calibrated for (e.g. GRD-Net's
+    # model.score); export and predict score with them, so every door gives one verdict
+    score_options: dict = field(default_factory=dict)
 
     @property
     def per_region(self) -> bool:
@@ -91,6 +94,7 @@ class Decision:
             "k_of_n": list(self.k_of_n),
             "seed": self.seed,
             "score": "raw model score",
+            "score_options": dict(self.score_options),
             "rules": RULES_TEXT,
         }
 
@@ -114,7 +118,13 @@ class Decision:
         except (TypeError, ValueError, AttributeError):
             raise UserError(f"{where}: thresholds: expected a number or a mapping region -> number, got {th!r}") from None
         return cls(rule=d.get("rule", ""), thresholds=th, k_of_n=list(d.get("k_of_n", [7, 10])),
-                   product_threshold=d.get("product_threshold"), seed=int(d.get("seed", 0)), source=source)
+                   product_threshold=d.get("product_threshold"), seed=int(d.get("seed", 0)), source=source,
+                   score_options=dict(d.get("score_options") or {}))
+
+    def apply_to(self, model) -> None:
+        """Give ``model`` the score options these thresholds were calibrated for."""
+        if self.score_options:
+            model.set_score_options(self.score_options, where=f"{self.source or 'thresholds'}: score_options")
 
     @classmethod
     def load(cls, path: str | Path) -> Decision:

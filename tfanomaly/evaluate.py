@@ -172,6 +172,13 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
     }
     run_keys = sorted(run_scores)
     out["runs"] = metrics.image_metrics([truth[p] for p, _ in run_keys], [run_scores[k] for k in run_keys])
+    # strips (the paper's per-acquisition verdict): the run's flag against whether a defect is
+    # visible in any of its scored patches (a run whose defect is hidden is a good strip)
+    seen = aggregation.per_run_max(s.products[rep], s.runs[rep], lab)
+    out["strips"] = {
+        "patches_per_strip": int(round(len(lab) / max(len(seen), 1))),
+        "metrics": metrics.at_threshold([int(seen[k]) for k in run_keys], [float(run_flags[k]) for k in run_keys], 0.5),
+    }
     return out
 
 
@@ -222,6 +229,10 @@ def evaluate(
     from tfanomaly.data.pipeline import Data
 
     rule = rule or cfg.eval.calibrate
+    # score as the config says (score options need no retraining); the thresholds record them
+    opts = {k: getattr(cfg.model, k) for k in model.SCORE_OPTIONS if hasattr(cfg.model, k)}
+    if opts and opts != model.score_options():
+        model.set_score_options(opts, where=f"{cfg.source_file}: model")
     if rule not in thresholds.RULES:
         raise UserError(f"--calibrate: expected one of {', '.join(thresholds.RULES)}, got {rule!r}")
     seeds = seeds if seeds else [cfg.seed]
@@ -247,6 +258,7 @@ def evaluate(
                 raise UserError(f"eval.calibration_fraction {cfg.eval.calibration_fraction} leaves an empty calibration or reported split")
         res = evaluate_split(s, cfg, rule, cal, rep, cfg.eval.per_region)
         res["seed"] = res["decision"].seed = seed
+        res["decision"].score_options = model.score_options()
         res["n_calibration"], res["n_reported"] = int(cal.sum()), int(rep.sum())
         res["_masks"] = (cal, rep)
         per_seed.append(res)
@@ -279,6 +291,11 @@ def evaluate(
         "accuracy_at_threshold": _mean_std([r["image"]["at_threshold"]["accuracy"] for r in per_seed]),
         "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
         "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
+        "product_tpr": _mean_std([r["products"]["metrics"]["tpr"] for r in per_seed]),
+        "product_tnr": _mean_std([r["products"]["metrics"]["tnr"] for r in per_seed]),
+        "strip_accuracy": _mean_std([r["strips"]["metrics"]["accuracy"] for r in per_seed]),
+        "strip_tpr": _mean_std([r["strips"]["metrics"]["tpr"] for r in per_seed]),
+        "strip_tnr": _mean_std([r["strips"]["metrics"]["tnr"] for r in per_seed]),
         **pix,
         # the calibration part of the first seed: the numbers to choose settings on (never the reported ones)
         "selection": selection,

@@ -57,6 +57,16 @@ def _clean_stale_temporaries(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def strip_images(cfg) -> dict:
+    """What one strip verdict takes on the vial line: the frames and rank images
+    of an acquisition that are scored, and the patches they give."""
+    from tfanomaly.data.sources import strip_boxes
+
+    d = cfg.data
+    n = len(d.eval_frames) + len(d.eval_ranks)
+    return {"frames": list(d.eval_frames), "rank_images": list(d.eval_ranks), "patches_per_strip": n * len(strip_boxes(cfg))}
+
+
 def build_archive(model: keras.Model, image_shape, decision: Decision | None, include_png: bool = True, tiling=None) -> keras.export.ExportArchive:
     """The export archive; ``tiling`` (stride, scale, interpolation and chunk,
     see :func:`export`) adds the whole-image signatures ``serve_image`` and
@@ -150,6 +160,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
     if thresholds_file and not th_path.exists():
         raise UserError(f"{th_path}: no such thresholds file")
     decision = Decision.load(th_path) if th_path.exists() else None
+    if decision is not None:
+        decision.apply_to(model)  # score as the thresholds were calibrated
     shape = (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
     tiling = None
     if cfg.data.tiling.enabled:
@@ -198,7 +210,11 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "rules": DECISION_RULES,
                 "region_names": cfg.data.strip.region_names if cfg.data.source == "vials" else None,
             },
-            "aggregation": {"per_run": "max over patches", "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n), "patches_per_strip": 60},
+            "score_options": model.score_options(),
+            "aggregation": {
+                "per_run": "max over patches", "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n),
+                **(strip_images(cfg) if cfg.data.source == "vials" else {}),
+            },
             "versions": {"tfanomaly": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             "variables_sha256": variables_checksum(staged),
         }

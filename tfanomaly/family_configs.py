@@ -40,11 +40,22 @@ class GRDNetConfig:
     focal_alpha: float = checked(0.25, unit_interval)
     ssim_window: int = checked(11, lambda v: None if v >= 3 and v % 2 == 1 else "an odd size >= 3")
     score_pool: int = checked(8, positive, help="full: average-pool window on the U-Net map before the max")
+    score: str = checked(
+        "ssim", one_of("ssim", "residual", "ssim_map"),
+        help="industrial patch score: ssim = 1 - SSIM of the whole patch (the paper); residual = max of the smoothed "
+        "|X - G(X)| map; ssim_map = max of the smoothed 1 - SSIM map (for both maps the heatmap is the map itself)",
+    )
+    score_sigma: float = checked(1.0, non_negative, help="residual, ssim_map: gaussian sigma (pixels) smoothing the map before its max; 0 = none")
     roi_mask: str = checked("", help="full: ROI mask file (white = inspected); empty = whole image")
     roi_polygon: list[list[float]] = checked(factory=list, check=each(length(2)), help="full: ROI polygon [[x, y], ...] in patch pixels")
     disc_lr_ratio: float = checked(1.0, positive, help="discriminator lr relative to train.learning_rate")
 
+    def check_score_options(self, src):
+        if self.variant == "full" and self.score != "ssim":
+            raise ConfigError(f"{src}: model.score: the full variant scores with its U-Net map; {self.score!r} is for variant: industrial")
+
     def validate(self, cfg, src):
+        self.check_score_options(src)
         h, w = cfg.data.image_size
         f = 2 ** len(self.widths)
         if h % f or w % f:

@@ -27,10 +27,13 @@ def _region_table(data: Data, cfg) -> str:
 
 def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
     """Rows of train patches: the patch, its rank images (vials), and its
-    Perlin perturbation X_n with the map M and the noise N."""
+    Perlin perturbation X_n with the map M and the noise N. A dataset with no
+    training images (a test kit) shows its test images in the same layout."""
     per = {}
     n_needed = rows * (cfg.data.frames_per_acquisition + len(cfg.data.rank_images) + 1)
-    for e in data.patches("train", training=True).take(n_needed).as_numpy_iterator():
+    has_train = data.index is None or bool(data.index.subset("train"))
+    subset, labels = ("train", (0,)) if has_train else ("test", (0, 1))
+    for e in data.patches(subset, training=True, labels=labels).take(n_needed).as_numpy_iterator():
         key = (int(e["vial"]), int(e["region"]))
         slot = per.setdefault(key, {"frame": None, "ranks": {}})
         if e["rank"] == 0 and slot["frame"] is None:

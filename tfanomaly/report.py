@@ -220,7 +220,9 @@ def console_summary(summary: dict) -> str:
         f"{'F1 at ' + summary['rule']:<28}{ms(summary['f1_at_threshold'])}",
     ]
     if summary.get("source", "vials") == "vials":
-        lines.append(f"{'product accuracy (k of n)':<28}{ms(summary['product_accuracy'])}")
+        for what in ("strip", "product"):
+            name = f"{what} acc. / TPR / TNR" + (" (k of n)" if what == "product" else "")
+            lines.append(f"{name:<28}{' / '.join(ms(summary.get(f'{what}_{k}')) for k in ('accuracy', 'tpr', 'tnr'))}")
     if "pixel_auroc" in summary:
         lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
     sh = summary.get("shift")
@@ -297,7 +299,11 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
         [f"F1 at {summary['rule']}", ms(summary["f1_at_threshold"])],
     ]
     if vials:
-        head_rows.append([f"product accuracy ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", ms(summary["product_accuracy"])])
+        sm = first["strips"]
+        head_rows.append([f"strip accuracy / TPR / TNR (a strip = one run's {sm['patches_per_strip']} patches, flagged by its max)",
+                          " / ".join(ms(summary.get(f"strip_{k}")) for k in ("accuracy", "tpr", "tnr"))])
+        head_rows.append([f"product accuracy / TPR / TNR ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)",
+                          " / ".join(ms(summary.get(f"product_{k}")) for k in ("accuracy", "tpr", "tnr"))])
     if "pixel_auroc" in summary:
         head_rows.append(["pixel AUROC (first seed)", _fmt(summary["pixel_auroc"])])
         head_rows.append([f"AUPRO @30% FPR (first seed, up to 2000 {unit})", _fmt(summary["aupro"])])

@@ -101,7 +101,7 @@ class PatchSource:
     # -- counts without decoding --------------------------------------------------------
     def images_per_acquisition(self, training: bool) -> int:
         d = self.cfg.data
-        return d.frames_per_acquisition + len(d.rank_images) if training else len(d.eval_frames)
+        return d.frames_per_acquisition + len(d.rank_images) if training else len(d.eval_frames) + len(d.eval_ranks)
 
     def count(self, subset: str, training: bool, labels: tuple[int, ...] = (0, 1)) -> int:
         n = 0
@@ -179,7 +179,7 @@ class PatchSource:
     def _acquisitions(self, items, training: bool) -> tf.data.Dataset:
         d = self.cfg.data
         a = d.frames_per_acquisition
-        ranks = list(d.rank_images) if training else []
+        ranks = list(d.rank_images) if training else list(d.eval_ranks)
         frames_used = list(range(a)) if training else list(d.eval_frames)
         size, channels, boxes = self.size, self.channels, self.boxes
         interp = d.interpolation
@@ -266,6 +266,7 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None)
         "source": cfg.data.source,
         "rank_images": list(cfg.data.rank_images),
         "eval_frames": list(cfg.data.eval_frames),
+        "eval_ranks": list(cfg.data.eval_ranks),
         "subsets": {},
     }
     for subset, training in (("train", True), ("test", False)):

@@ -256,18 +256,28 @@ def compile_regex(cfg) -> re.Pattern:
     return rx
 
 
-def _product_labels(root: Path) -> dict[str, int]:
+def _product_table(root: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """``products.csv``: {product: label} and, where the optional ``subset``
+    column is filled, {product: train | test} (a test kit sets every product
+    to ``test``)."""
     f = root / "products.csv"
     if not f.exists():
-        return {}
-    labels = {}
+        return {}, {}
+    labels, subsets = {}, {}
     with f.open() as fh:
         for i, row in enumerate(csv.DictReader(fh), start=2):
             try:
                 labels[row["product"]] = int(row["label"])
             except (KeyError, ValueError):
                 raise DataError(f"{f}: line {i}: expected columns product,label with label 0 or 1") from None
-    return labels
+            sub = (row.get("subset") or "").strip()
+            if sub:
+                if sub not in ("train", "test"):
+                    raise DataError(f"{f}: line {i}: column subset: expected train, test or empty, got {sub!r}")
+                if sub == "train" and labels[row["product"]] == 1:
+                    raise DataError(f"{f}: line {i}: product {row['product']} is defective (label 1) but its subset is train: only good products train")
+                subsets[row["product"]] = sub
+    return labels, subsets
 
 
 def index_vials(cfg) -> Index:
@@ -291,7 +301,7 @@ def index_vials(cfg) -> Index:
             chk.fail(p, f"file name does not match data.filename_regex {d.filename_regex!r}")
             continue
         groups[(g["product"], int(g["run"]))][int(g["frame"])] = p
-    labels = _product_labels(root)
+    labels, fixed = _product_table(root)
     acqs = []
     for (product, run), frames in sorted(groups.items()):
         got = sorted(frames)  # frame numbers may start at 0, 1 or any offset: keep their order
@@ -326,10 +336,11 @@ def index_vials(cfg) -> Index:
             label = int(any(m and cv2.imread(m, cv2.IMREAD_GRAYSCALE).max() > 127 for m in masks))
         items.append(Item("acquisition", [str(p) for p in paths], masks, label, "", product=product, run=run))
 
-    # Split products: a share of the good ones trains, the rest and all defective ones test.
-    good_products = sorted({it.product for it in items if it.label == 0})
+    # Split products: a share of the good ones trains, the rest and all defective ones test;
+    # products.csv's subset column, where filled (a test kit), fixes a product's side.
+    good_products = sorted({it.product for it in items if it.label == 0 and it.product not in fixed})
     train_products, _ = split_good(good_products, d.split.train_fraction, d.split.seed)
-    train_set = set(train_products)
+    train_set = set(train_products) | {p for p, sub in fixed.items() if sub == "train"}
     for it in items:
         it.subset = "train" if it.product in train_set else "test"
     return Index(items, chk.skipped, d.source, boxes)

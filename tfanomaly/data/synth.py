@@ -13,7 +13,12 @@ Layout (parsed by the default ``data.filename_regex``)::
 
     OUT/images/P003_r07_f12.png     8-bit grayscale strip, 320x256
     OUT/masks/P003_r07_f12.png      defect mask (only where a defect is visible)
-    OUT/products.csv                product,label,defect,vial,region
+    OUT/products.csv                product,label,defect,vial,region[,subset]
+
+A test kit (:func:`synth_kit`, ``tfanomaly data synth kit``) is the same
+generator with its own seed, ``K``-named products and a ``subset`` column set
+to ``test``: every product of a kit is evaluated, none trains, and no kit
+product shares a random stream with the training data's products.
 """
 
 from __future__ import annotations
@@ -175,8 +180,13 @@ def _write_png(path: Path, img):
     os.replace(str(tmp) + ".png", path)
 
 
-def synth_vials(out, good=10, defective=12, runs=10, frames=16, seed=0, progress=None) -> dict:
-    """Write a vial-line dataset to ``out``; deterministic for ``seed``."""
+KIT_SEED = 1000  # the kit's default seed: far from the training data's (0)
+
+
+def synth_vials(out, good=10, defective=12, runs=10, frames=16, seed=0, progress=None, prefix="P", subset="") -> dict:
+    """Write a vial-line dataset to ``out``; deterministic for ``seed``.
+    ``prefix`` names the products (P001, ...); a non-empty ``subset`` is
+    written to products.csv for every product (``test`` for a kit)."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -188,12 +198,14 @@ def synth_vials(out, good=10, defective=12, runs=10, frames=16, seed=0, progress
     done = 0
     for pi, slot in enumerate(order):
         kind = kinds[slot]
-        product = f"P{pi + 1:03d}"
+        product = f"{prefix}{pi + 1:03d}"
         rng = np.random.default_rng([seed, pi])
         fills = rng.uniform(118, 128, 5)
         dvial = int(rng.integers(0, 5))
         defect_draw, dregion = _defect(kind, 32 + VIAL_W * dvial, fills[dvial], rng) if kind else (None, -1)
         rows.append({"product": product, "label": int(kind is not None), "defect": kind or "", "vial": dvial if kind else "", "region": dregion if kind else ""})
+        if subset:
+            rows[-1]["subset"] = subset
         for run in range(runs):
             rr = np.random.default_rng([seed, pi, run])
             shift = rr.uniform(-1.5, 1.5)
@@ -231,8 +243,15 @@ def synth_vials(out, good=10, defective=12, runs=10, frames=16, seed=0, progress
                     progress(done, total)
     tmp = out / ".products.csv.tmp"
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["product", "label", "defect", "vial", "region"])
+        w = csv.DictWriter(f, fieldnames=["product", "label", "defect", "vial", "region"] + (["subset"] if subset else []))
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, out / "products.csv")
     return {"products": n_products, "good": good, "defective": defective, "images": total}
+
+
+def synth_kit(out, good=120, defective=140, runs=10, frames=16, seed=KIT_SEED, progress=None) -> dict:
+    """A vial-line test kit: the generator of :func:`synth_vials` (same defect
+    kinds, sizes and contrasts), its own seed, products K001..., all in the
+    ``test`` subset (the paper's kit: 120 good, 141 defective products, 10 runs)."""
+    return synth_vials(out, good, defective, runs, frames, seed, progress, prefix="K", subset="test")

@@ -19,6 +19,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfanomaly.errors import UserError
+
 
 def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str = "adam"):
     """Adam with the configured schedule (constant, cosine with restarts, or
@@ -77,6 +79,9 @@ class AnomalyModel(keras.Model):
     family: str = ""
     config_class = None
     trains_on_defects = False  # True: batches carry "abnormal" images of the defective class too
+    # model config keys that change only how ``score`` reads the trained networks (no weight
+    # depends on them): evaluation may set them, and the thresholds file records them
+    SCORE_OPTIONS: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -125,6 +130,25 @@ class AnomalyModel(keras.Model):
 
     def get_config(self):
         return {"model_config": self.model_config, "image_shape": list(self.image_shape), "name": self.name}
+
+    # -- score options (how score() reads the networks) ------------------------
+    def score_options(self) -> dict:
+        return {k: getattr(self.cfg, k) for k in self.SCORE_OPTIONS}
+
+    def set_score_options(self, options: dict, where: str = "score options") -> None:
+        """Switch the score options (see ``SCORE_OPTIONS``) of a trained model;
+        call before ``score`` is traced. Values are checked by the family config."""
+        unknown = sorted(set(options) - set(self.SCORE_OPTIONS))
+        if unknown:
+            allowed = ", ".join(self.SCORE_OPTIONS) or "none"
+            raise UserError(f"{where}: {self.family} has no score option {unknown[0]!r} (it has: {allowed})")
+        merged = {**dict(self.model_config), **options}
+        cfg = self.config_class(**merged)
+        check = getattr(cfg, "check_score_options", None)
+        if check:
+            check(where)
+        self.model_config = merged
+        self.cfg = cfg
 
     @classmethod
     def from_config(cls, config):

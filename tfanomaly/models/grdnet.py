@@ -9,6 +9,8 @@ Industrial variant (BFS vial line):
     L_nse = L1(|X_n - X_hat|, N)
     discriminator: BCE on X (real) vs X_hat (fake)
     score = 1 - SSIM(X, X_hat); heatmap = per-patch min-max of |X - X_hat|
+    (model.score: residual / ssim_map: score = max of the smoothed |X - X_hat|
+    or 1 - SSIM map, which is then the heatmap)
 Full variant: L_con with L1; U-Net on concat(X_n, X_hat) trained with focal
 loss against M * ROI; score = max of the average-pooled U-Net map.
 """
@@ -22,6 +24,7 @@ import tensorflow as tf
 
 from tfanomaly import losses
 from tfanomaly.family_configs import GRDNetConfig
+from tfanomaly.filters import gaussian_kernel
 from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
 
@@ -49,6 +52,7 @@ def roi_array(cfg: GRDNetConfig, shape) -> np.ndarray:
 class GRDNet(AnomalyModel):
     family = "grdnet"
     config_class = GRDNetConfig
+    SCORE_OPTIONS = ("score", "score_sigma")
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(model_config, image_shape, **kwargs)
@@ -151,12 +155,28 @@ class GRDNet(AnomalyModel):
             k = self.cfg.score_pool
             pooled = tf.nn.avg_pool2d(amap, k, 1, "SAME") if k > 1 else amap
             return {"score": tf.reduce_max(pooled, axis=[1, 2, 3]), "heatmap": amap, "reconstruction": x_hat}
+        if self.cfg.score != "ssim":
+            amap = self.score_map(x, x_hat)
+            return {"score": tf.reduce_max(amap, axis=[1, 2, 3]), "heatmap": amap, "reconstruction": x_hat}
         score = 1.0 - losses.ssim(x, x_hat, self.cfg.ssim_window)
         diff = tf.reduce_mean(tf.abs(x - x_hat), axis=-1, keepdims=True)
         lo = tf.reduce_min(diff, axis=[1, 2, 3], keepdims=True)
         hi = tf.reduce_max(diff, axis=[1, 2, 3], keepdims=True)
         heatmap = (diff - lo) / tf.maximum(hi - lo, 1e-8)
         return {"score": score, "heatmap": heatmap, "reconstruction": x_hat}
+
+    def score_map(self, x, x_hat):
+        """The map [B, H, W, 1] whose max is the industrial score of ``model.score``
+        residual / ssim_map: |X - G(X)| (mean over channels) or 1 - SSIM map,
+        smoothed by a gaussian of ``score_sigma`` pixels (zero padding)."""
+        c = self.cfg
+        if c.score == "residual":
+            amap = tf.reduce_mean(tf.abs(x - x_hat), axis=-1, keepdims=True)
+        else:
+            amap = 1.0 - losses.ssim_map(x, x_hat, c.ssim_window)
+        if c.score_sigma > 0:
+            amap = tf.nn.depthwise_conv2d(amap, gaussian_kernel(c.score_sigma), [1, 1, 1, 1], "SAME")
+        return amap
 
     def sample_outputs(self, batch):
         """Arrays for the image callback: X, X_n, G(X_n) and the heatmap of X."""

@@ -1,0 +1,200 @@
+"""The vial line's test kit and its decisions (issue 15): the kit generator,
+strip and product metrics, heatmap scores, rank images at evaluation."""
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.ndimage import gaussian_filter
+
+from tests.conftest import save_run, vial_cfg
+from tfanomaly.data.sources import build_index
+from tfanomaly.data.synth import synth_kit, synth_vials
+from tfanomaly.errors import ConfigError, UserError
+from tfanomaly.models import registry
+from tfanomaly.run import Run
+
+
+def defect_stats(root):
+    """Per defect kind: mean mask area (px) and mean contrast (mean gray inside
+    the mask minus its 7x7 ring) over every frame where the defect is visible."""
+    rows = [r for r in csv.DictReader((root / "products.csv").open()) if r["label"] == "1"]
+    out = {}
+    for r in rows:
+        for m in sorted((root / "masks").glob(f"{r['product']}_*.png")):
+            mask = cv2.imread(str(m), 0) > 127
+            img = cv2.imread(str(root / "images" / m.name), 0).astype(np.float64)
+            ring = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~mask
+            out.setdefault(r["defect"], []).append((mask.sum(), img[mask].mean() - img[ring].mean()))
+    return {k: np.mean(v, axis=0) for k, v in out.items()}
+
+
+# the generator's defects as of the kit's introduction: a kit must not get easier than this
+FROZEN = {  # kind: (mask area px, contrast gray levels), seed 7, 2 products per kind, 2 runs x 2 frames
+    "black_spot": (59.67, -107.86), "burn": (233.0, -34.87), "deformation": (246.0, -11.21),
+    "foam": (411.33, -2.03), "particle": (49.0, -104.3), "scratch": (112.0, 12.71),
+}
+
+
+def test_defect_appearance_is_frozen(tmp_path):
+    synth_vials(tmp_path, good=1, defective=12, runs=2, frames=2, seed=7)
+    got = defect_stats(tmp_path)
+    assert set(got) == set(FROZEN)
+    for kind, (area, contrast) in FROZEN.items():
+        assert got[kind][0] == pytest.approx(area, rel=0.02), kind
+        assert got[kind][1] == pytest.approx(contrast, abs=0.5), kind
+
+
+def test_kit_is_a_separate_evaluation_set(tmp_path):
+    info = synth_kit(tmp_path / "kit", good=2, defective=2, runs=1, frames=4, seed=1000)
+    assert info == {"products": 4, "good": 2, "defective": 2, "images": 16}
+    rows = list(csv.DictReader((tmp_path / "kit" / "products.csv").open()))
+    assert [r["product"] for r in rows] == ["K001", "K002", "K003", "K004"]
+    assert {r["subset"] for r in rows} == {"test"}
+    # the same generator: a kit is synth_vials with its own names and seed
+    synth_vials(tmp_path / "same", good=2, defective=2, runs=1, frames=4, seed=1000, prefix="K")
+    for p in sorted((tmp_path / "kit" / "images").glob("*.png")):
+        np.testing.assert_array_equal(cv2.imread(str(p), 0), cv2.imread(str(tmp_path / "same" / "images" / p.name), 0))
+    # every kit product is evaluated, none trains, whatever data.split says
+    idx = build_index(vial_cfg(tmp_path / "kit", "data.split.train_fraction=1.0"))
+    assert {it.subset for it in idx.items} == {"test"} and len(idx.items) == 4
+
+
+def test_products_csv_subset_column_is_checked(tmp_path):
+    synth_vials(tmp_path, good=1, defective=1, runs=1, frames=4, seed=3)
+    rows = list(csv.DictReader((tmp_path / "products.csv").open()))
+    bad = next(r for r in rows if r["label"] == "1")["product"]
+    with (tmp_path / "products.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*rows[0], "subset"])
+        w.writeheader()
+        w.writerows({**r, "subset": "train"} for r in rows)
+    with pytest.raises(UserError, match=rf"products.csv: line \d: product {bad} is defective .* subset is train"):
+        build_index(vial_cfg(tmp_path))
+
+
+def test_strip_and_product_metrics_by_hand(tmp_path):
+    """Two runs of a good product and two of a defective one whose defect is
+    hidden in its second run: strips are judged by what they show, products by
+    their label."""
+    from tfanomaly.evaluate import Scored, evaluate_split
+
+    cfg = vial_cfg("unused", "eval.k_of_n=[1, 2]", "eval.product_level=false")
+    products = np.array(["G"] * 4 + ["D"] * 4 + ["C"] * 4 + ["E"] * 4)
+    runs = np.array([0, 0, 1, 1] * 4)
+    labels = np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1])
+    scores = np.array([.1, .2, .3, .9, .2, .95, .1, .1, .1, .2, .1, .2, .2, .9, .1, .95])
+    n = len(scores)
+    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), np.zeros(n, int),
+               np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
+    cal = np.isin(products, ["C", "E"])
+    res = evaluate_split(s, cfg, "youden", cal, ~cal, per_region=False)
+    t = res["thresholds"]
+    assert 0.2 < t <= 0.9  # youden on C (good) and E (defective) patches
+    # strips: G r0 good/pass, G r1 good/flag (0.9), D r0 defect/flag, D r1 hidden (good)/pass
+    m = res["strips"]["metrics"]
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (1, 1, 0, 2)
+    assert res["strips"]["patches_per_strip"] == 2
+    # products (1 of 2 runs): G flagged (wrong), D flagged (right)
+    pm = res["products"]["metrics"]
+    assert (pm["tp"], pm["fp"], pm["fn"], pm["tn"]) == (1, 1, 0, 0)
+
+
+def tiny_grdnet(*extra):
+    cfg = vial_cfg("unused", *extra)
+    tf.keras.utils.set_random_seed(0)
+    return registry.build(cfg), cfg
+
+
+def test_residual_score_is_the_max_of_the_smoothed_residual():
+    model, _ = tiny_grdnet("model.score=residual", "model.score_sigma=1.0")
+    x = tf.random.stateless_uniform([3, 32, 32, 1], [1, 2])
+    out = model.score(x)
+    x_hat = model.decoder(model.encoder(x)).numpy()
+    res = np.abs(x.numpy() - x_hat)[..., 0]
+    want = np.stack([gaussian_filter(r.astype(np.float64), 1.0, mode="constant", truncate=3.0) for r in res])
+    np.testing.assert_allclose(out["heatmap"].numpy()[..., 0], want, atol=1e-5)
+    np.testing.assert_allclose(out["score"].numpy(), want.max(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(out["reconstruction"].numpy(), x_hat, atol=1e-6)
+
+
+def test_ssim_map_score_and_option_checks():
+    model, _ = tiny_grdnet("model.score=ssim_map", "model.score_sigma=0")
+    x = tf.random.stateless_uniform([2, 32, 32, 1], [3, 4])
+    out = model.score(x)
+    from tfanomaly import losses
+
+    want = 1.0 - losses.ssim_map(x, out["reconstruction"], model.cfg.ssim_window)
+    np.testing.assert_allclose(out["heatmap"].numpy(), want.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["score"].numpy(), want.numpy().max(axis=(1, 2, 3)), atol=1e-6)
+    with pytest.raises(ConfigError, match="model.score: the full variant scores with its U-Net map"):
+        vial_cfg("unused", "model.variant=full", "model.score=residual")
+    with pytest.raises(UserError, match="grdnet has no score option 'widths'"):
+        model.set_score_options({"widths": [8]})
+    full, _ = tiny_grdnet("model.variant=full")
+    with pytest.raises(ConfigError, match="full variant"):
+        full.set_score_options({"score": "residual"})
+
+
+def test_score_options_travel_with_the_thresholds(vial_data, tmp_path):
+    """Evaluated with model.score: residual, a run trained with the default score
+    keeps the option in thresholds.json; export and predict score with it."""
+    from tfanomaly.evaluate import evaluate
+    from tfanomaly.export import export
+    from tfanomaly.predict import predict
+
+    model, cfg = tiny_grdnet(f"data.root={vial_data}")
+    run = Run(save_run(model, cfg, tmp_path / "run"))  # config.yaml says score: ssim
+    ev_cfg = vial_cfg(vial_data, "model.score=residual", "model.score_sigma=2.0", "eval.per_region=true", "eval.calibration_fraction=0.5")
+    evaluate(run.load_model(), ev_cfg, run.eval_dir, "youden", [0])
+    th = json.loads(run.thresholds_file.read_text())
+    assert th["score_options"] == {"score": "residual", "score_sigma": 2.0}
+    ref, _ = tiny_grdnet("model.score=residual", "model.score_sigma=2.0")
+    ref.set_weights(model.get_weights())
+    x = tf.random.stateless_uniform([4, 32, 32, 1], [5, 6])
+    want = ref.score(x)["score"].numpy()
+    sm_path = export(run.path, tmp_path / "sm")
+    meta = json.loads((Path(sm_path) / "tfanomaly.json").read_text())
+    assert meta["score_options"] == {"score": "residual", "score_sigma": 2.0}
+    assert meta["aggregation"]["patches_per_strip"] == 2 * 20  # eval_frames [0, 2] x 5 vials x 4 regions
+    sm = tf.saved_model.load(str(sm_path))
+    got = sm.signatures["serving_default"](images=x, region=tf.zeros([4], tf.int32))["score"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    strip = sorted((vial_data / "images").glob("*_f01.png"))[0]
+    rows = predict(run.path, [strip])
+    from tfanomaly.data.sources import strip_boxes
+    from tfanomaly.predict import _read, _resize
+
+    img = _read(strip, 1)
+    patches = [_resize(img[y0:y1, x0:x1], 32, 32, cfg.data.interpolation) for _, _, (y0, x0, y1, x1) in strip_boxes(cfg)]
+    np.testing.assert_allclose([r["score"] for r in rows], ref.score(np.stack(patches).astype(np.float32))["score"].numpy(), atol=1e-5)
+
+
+def test_rank_images_scored_at_eval(vial_data):
+    """eval_ranks adds the darkest-value image of each acquisition to the scored
+    patches (frame -1), cut and resized like a frame, with the union of the
+    acquisition's masks."""
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.data.sources import strip_boxes
+
+    cfg = vial_cfg(vial_data, "data.eval_frames=[]", "data.eval_ranks=[1]")
+    data = Data(cfg)
+    assert data.count("test", False) == len(data.index.subset("test")) * 20
+    it = data.index.subset("test")[0]
+    got = [e for e in data.patches("test", False).take(20).as_numpy_iterator()]
+    assert {int(e["frame"]) for e in got} == {-1} and {int(e["rank"]) for e in got} == {1}
+    frames = np.stack([cv2.imread(p, 0) for p in it.paths])
+    low = frames.min(axis=0).astype(np.float32)
+    masks = np.stack([cv2.imread(m, 0) if m else np.zeros_like(frames[0]) for m in it.masks]).max(axis=0)
+    for e, (_, _, (y0, x0, y1, x1)) in zip(got, strip_boxes(cfg)):
+        want = tf.image.resize(low[y0:y1, x0:x1, None], [32, 32], cfg.data.interpolation).numpy()
+        np.testing.assert_array_equal(e["image"], np.clip(np.round(want), 0, 255).astype(np.uint8))
+        m = tf.image.resize(masks[y0:y1, x0:x1, None], [32, 32], "nearest").numpy()
+        assert int(e["label"]) == int(m.max() > 127)
+    with pytest.raises(ConfigError, match="data.eval_frames: expected at least one frame"):
+        vial_cfg(vial_data, "data.eval_frames=[]")
+    with pytest.raises(ConfigError, match=r"data.eval_ranks: expected ranks in \[1, 4\]"):
+        vial_cfg(vial_data, "data.eval_ranks=[5]")
