@@ -74,7 +74,8 @@ def test_score_is_one_minus_ssim_and_minmax_heatmap():
     x = fixed_batch()["image"]
     out = m.score(x)
     _, x_hat, _ = m.generate(x)
-    np.testing.assert_allclose(out["score"].numpy(), 1 - tf.image.ssim(x, x_hat, 1.0, filter_size=7).numpy(), atol=1e-6)
+    # losses.ssim sums in another order than tf.image.ssim (separable matmuls): float32 rounding apart
+    np.testing.assert_allclose(out["score"].numpy(), 1 - tf.image.ssim(x, x_hat, 1.0, filter_size=7).numpy(), atol=2e-5)
     d = np.abs(x.numpy() - x_hat.numpy())
     ref = (d - d.min(axis=(1, 2, 3), keepdims=True)) / (d.max(axis=(1, 2, 3), keepdims=True) - d.min(axis=(1, 2, 3), keepdims=True))
     np.testing.assert_allclose(out["heatmap"].numpy(), ref, atol=1e-5)

@@ -70,3 +70,33 @@ def test_average_is_over_the_global_batch():
     v = tf.constant([1.0, 2.0, 3.0, 6.0])
     assert float(losses.average(v)) == pytest.approx(3.0)
     assert float(losses.average(v, global_batch_size=8)) == pytest.approx(1.5)
+
+
+def test_gaussian_blur_equals_the_2d_convolution():
+    """The banded-matmul blur is the depthwise 2-D gaussian convolution (SAME
+    with zero padding, and VALID), values and gradients."""
+    import tensorflow as tf
+
+    from tfanomaly.filters import gaussian_blur, gaussian_kernel
+
+    x = tf.random.stateless_uniform([2, 13, 17, 3], [0, 1])
+    k = gaussian_kernel(1.2, 3)  # radius ceil(3.6) = 4: 9 taps
+    for pad, valid in (("SAME", False), ("VALID", True)):
+        with tf.GradientTape(persistent=True) as t:
+            t.watch(x)
+            want = tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], pad)
+            got = gaussian_blur(x, 1.2, valid=valid)
+            lw, lg = tf.reduce_sum(want**2), tf.reduce_sum(got**2)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+        np.testing.assert_allclose(t.gradient(lg, x).numpy(), t.gradient(lw, x).numpy(), atol=1e-5)
+
+
+def test_ssim_equals_tf_image_ssim():
+    import tensorflow as tf
+
+    x = tf.random.stateless_uniform([3, 32, 40, 3], [2, 3])
+    y = tf.clip_by_value(x + tf.random.stateless_normal(x.shape, [4, 5], stddev=0.1), 0.0, 1.0)
+    for window in (7, 11):
+        want = tf.image.ssim(x, y, 1.0, filter_size=window, filter_sigma=1.5)
+        np.testing.assert_allclose(losses.ssim(x, y, window).numpy(), want.numpy(), atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -15,3 +16,44 @@ def gaussian_kernel(sigma: float, channels: int = 1):
     g = tf.exp(-(ax**2) / (2.0 * sigma * sigma))
     g = g / tf.reduce_sum(g)
     return tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, channels, 1])
+
+
+def gaussian_1d(window: int, sigma: float) -> np.ndarray:
+    """Normalised 1-D gaussian of ``window`` taps (odd), centred."""
+    ax = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
+    g = np.exp(-(ax**2) / (2.0 * sigma * sigma))
+    return (g / g.sum()).astype(np.float32)
+
+
+def band_matrix(n: int, taps: np.ndarray, valid: bool) -> np.ndarray:
+    """The [m, n] matrix of a 1-D correlation with ``taps`` over n samples:
+    ``valid`` keeps the m = n - k + 1 full windows; otherwise m = n, centred,
+    with zeros beyond the border (TensorFlow's SAME padding)."""
+    k = len(taps)
+    r = (k - 1) // 2
+    rows = n - k + 1 if valid else n
+    m = np.zeros((max(rows, 0), n), np.float32)
+    for i in range(rows):
+        c = i + r if valid else i  # centre of output i on the input axis
+        lo, hi = max(0, c - r), min(n, c + r + 1)
+        m[i, lo:hi] = taps[lo - c + r:hi - c + r]
+    return m
+
+
+def gaussian_blur(x, sigma: float, window: int | None = None, valid: bool = False):
+    """Gaussian blur of ``x`` [B, H, W, C] (float32), separable, as two banded
+    matrix products: on 2-core CPUs this runs about 10x faster than a
+    depthwise 2-D convolution for 7-13 tap windows and 64 px images
+    (``bench/ssim_speed.py``). ``window`` defaults to 2 * ceil(3 sigma) + 1;
+    SAME (zero padding) or VALID. Needs static H and W."""
+    window = window or 2 * max(1, int(math.ceil(3.0 * sigma))) + 1
+    h, w = x.shape[1], x.shape[2]
+    if h is None or w is None:
+        raise ValueError("gaussian_blur needs static image height and width")
+    g = gaussian_1d(window, sigma)
+    bh = tf.constant(band_matrix(h, g, valid))
+    bw = tf.constant(band_matrix(w, g, valid))
+    t = tf.transpose(x, [0, 3, 1, 2])  # [B, C, H, W]
+    t = tf.matmul(t, bw, transpose_b=True)  # along W
+    t = tf.matmul(bh, t)  # along H (bh broadcast over B, C)
+    return tf.transpose(t, [0, 2, 3, 1])

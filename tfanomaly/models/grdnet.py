@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tfanomaly import losses
 from tfanomaly.family_configs import GRDNetConfig
-from tfanomaly.filters import gaussian_kernel
+from tfanomaly.filters import gaussian_blur
 from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
 
@@ -46,6 +46,19 @@ def roi_array(cfg: GRDNetConfig, shape) -> np.ndarray:
     else:
         m = np.ones((h, w), bool)
     return m.astype(np.float32)[..., None]
+
+
+def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11):
+    """GRD-Net's heatmap scores (``model.score`` residual / ssim_map): |X - G(X)|
+    (mean over channels) or the 1 - SSIM map, smoothed by a gaussian of
+    ``sigma`` pixels (zero padding; 0 = none). The score is its max."""
+    if kind == "residual":
+        amap = tf.reduce_mean(tf.abs(x - x_hat), axis=-1, keepdims=True)
+    else:
+        amap = 1.0 - losses.ssim_map(x, x_hat, ssim_window)
+    if sigma > 0:
+        amap = gaussian_blur(amap, sigma)
+    return amap
 
 
 @keras.saving.register_keras_serializable(package="tfanomaly")
@@ -166,17 +179,9 @@ class GRDNet(AnomalyModel):
         return {"score": score, "heatmap": heatmap, "reconstruction": x_hat}
 
     def score_map(self, x, x_hat):
-        """The map [B, H, W, 1] whose max is the industrial score of ``model.score``
-        residual / ssim_map: |X - G(X)| (mean over channels) or 1 - SSIM map,
-        smoothed by a gaussian of ``score_sigma`` pixels (zero padding)."""
+        """The map [B, H, W, 1] whose max is the industrial score of ``model.score``."""
         c = self.cfg
-        if c.score == "residual":
-            amap = tf.reduce_mean(tf.abs(x - x_hat), axis=-1, keepdims=True)
-        else:
-            amap = 1.0 - losses.ssim_map(x, x_hat, c.ssim_window)
-        if c.score_sigma > 0:
-            amap = tf.nn.depthwise_conv2d(amap, gaussian_kernel(c.score_sigma), [1, 1, 1, 1], "SAME")
-        return amap
+        return score_map(x, x_hat, c.score, c.score_sigma, c.ssim_window)
 
     def sample_outputs(self, batch):
         """Arrays for the image callback: X, X_n, G(X_n) and the heatmap of X."""
