@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="run folder of a vial-line GRD-Net (industrial)")
     ap.add_argument("--data", required=True, help="test kit folder (tfanomaly data synth kit)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the calibration/reported split of the kit's products")
+    ap.add_argument("--ranks", default="1,16", help="rank images to score beside the frames (comma-separated)")
     ap.add_argument("--out", help="also write the table (markdown) here")
     a = ap.parse_args()
 
@@ -92,19 +93,20 @@ def main() -> None:
     from tfanomaly.run import Run
 
     run = Run(a.model)
-    cfg = load_config(run.config_file, [f"data.root={a.data}", "data.eval_ranks=[1, 16]"])
+    ranks = [int(r) for r in a.ranks.split(",") if r]
+    cfg = load_config(run.config_file, [f"data.root={a.data}", f"data.eval_ranks={ranks}"])
     model = run.load_model()
     t0 = time.perf_counter()
     cols = score_kit(model, cfg)
     took = time.perf_counter() - t0
-    frames, ranks = cols["rank"] == 0, cols["rank"] > 0
-    sets = {
-        "frames": frames,
-        "rank 1 (darkest)": cols["rank"] == 1,
-        "rank 16 (brightest)": cols["rank"] == 16,
-        "ranks 1+16": ranks,
-        "frames + rank 1": frames | (cols["rank"] == 1),
-    }
+    frames, ranks_all = cols["rank"] == 0, cols["rank"] > 0
+    sets = {"frames": frames}
+    for r in ranks:
+        sets[f"rank {r}"] = cols["rank"] == r
+    if len(ranks) > 1:
+        sets["ranks " + "+".join(map(str, ranks))] = ranks_all
+    if ranks:
+        sets[f"frames + rank {ranks[0]}"] = frames | (cols["rank"] == ranks[0])
     head = ("| score | images | patches/strip | cal. patch AUROC | cal. strip acc | cal. strip TPR | rep. patch AUROC "
             "| rep. strip acc / TPR / TNR | rep. product acc / TPR / TNR | rep. min region TPR |")
     lines = [f"{len(cols['label'])} patches scored in {took:.0f} s; kit {a.data}, split seed {a.seed}, "
