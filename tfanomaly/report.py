@@ -222,7 +222,7 @@ def console_summary(summary: dict) -> str:
     if summary.get("source", "vials") == "vials":
         for what in ("strip", "product"):
             name = f"{what} acc. / TPR / TNR" + (" (k of n)" if what == "product" else "")
-            lines.append(f"{name:<28}{' / '.join(ms(summary.get(f'{what}_{k}')) for k in ('accuracy', 'tpr', 'tnr'))}")
+            lines.append(f"{name:<28} {' / '.join(ms(summary.get(f'{what}_{k}')) for k in ('accuracy', 'tpr', 'tnr'))}")
     if "pixel_auroc" in summary:
         lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
     sh = summary.get("shift")
