@@ -40,7 +40,7 @@ def _ssim_terms(x, y, window: int, sigma: float, valid: bool):
 def ssim(x, y, window: int = 11, sigma: float = 1.5):
     """Per-image SSIM [B] of images in [0, 1]: the mean over the valid windows
     and the channels, as ``tf.image.ssim`` (which it matches to float
-    rounding, about 5x faster on CPU at 64 px)."""
+    rounding, and outruns on CPU: docs/benchmarks.md, "SSIM on CPU")."""
     return tf.reduce_mean(_ssim_terms(x, y, window, sigma, valid=True), axis=[1, 2, 3])
 
 
