@@ -13,14 +13,20 @@ SCORES = np.array([0.1, 0.2, 0.2, 0.4, 0.35, 0.8, 0.9, 0.5, 0.5, 0.3])
 
 
 def test_youden_by_hand():
-    # candidates >= t: t=0.35 -> TPR 4/4, FPR 2/6 (0.4, 0.5) -> J = 0.667; t=0.5 -> TPR 3/4, FPR 1/6 -> J = 0.583
-    assert calibrate("youden", LABELS, SCORES) == 0.35
+    # candidates >= t: t=0.35 -> TPR 4/4, FPR 2/6 (0.4, 0.5) -> J = 0.667; t=0.5 -> TPR 3/4, FPR 1/6 -> J = 0.583.
+    # The threshold is the middle of the gap between 0.35 and the next lower score, 0.3.
+    t = calibrate("youden", LABELS, SCORES)
+    assert t == pytest.approx(0.325)
+    np.testing.assert_array_equal(SCORES >= t, SCORES >= 0.35)  # same calibration verdicts
 
 
 def test_max_accuracy_by_hand_with_ties():
     # t=0.35: 8/10 correct; t=0.4: 7/10; t=0.5: 8/10; t=0.8: 8/10 (2 FN, 0 FP); t=0.9: 7/10.
-    # Three-way tie: the highest threshold (fewest alarms) wins.
-    assert calibrate("max_accuracy", LABELS, SCORES) == 0.8
+    # Three-way tie: the highest threshold (fewest alarms) wins, placed mid-gap to the next score (0.5).
+    assert calibrate("max_accuracy", LABELS, SCORES) == pytest.approx(0.65)
+    # perfectly separated classes: the middle between the highest good and the lowest defective score
+    assert calibrate("max_accuracy", [0, 0, 1, 1], [0.1, 0.2, 0.6, 0.7]) == pytest.approx(0.4)
+    assert calibrate("youden", [0, 0, 1, 1], [0.1, 0.2, 0.6, 0.7]) == pytest.approx(0.4)
 
 
 def test_zero_fn_flags_every_defect():
@@ -51,7 +57,7 @@ def test_per_region_thresholds_and_fallback():
     labels = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0, 0])
     scores = np.array([0.1, 0.2, 0.6, 0.7, 0.3, 0.5, 0.55, 0.4, 0.45, 0.5])
     thr, warn = thresholds.calibrate_per_region("youden", labels, scores, regions)
-    assert thr[0] == 0.6
+    assert thr[0] == pytest.approx(0.45)  # between the good 0.3 and the defective 0.6
     good1 = scores[5:]  # region 1 has no defect: n_sigma on its own good scores
     assert thr[1] == pytest.approx(good1.mean() + 3.0 * good1.std()) and "region R1 uses n_sigma" in warn[0]
     thr, warn = thresholds.calibrate_per_region("youden", labels, scores, np.array([0] * 9 + [1]))

@@ -12,6 +12,7 @@ import tensorflow as tf
 from scipy.ndimage import gaussian_filter
 
 from tests.conftest import save_run, vial_cfg
+from tfanomaly import thresholds
 from tfanomaly.data.sources import build_index
 from tfanomaly.data.synth import synth_kit, synth_vials
 from tfanomaly.errors import ConfigError, UserError
@@ -101,6 +102,43 @@ def test_strip_and_product_metrics_by_hand(tmp_path):
     # products (1 of 2 runs): G flagged (wrong), D flagged (right)
     pm = res["products"]["metrics"]
     assert (pm["tp"], pm["fp"], pm["fn"], pm["tn"]) == (1, 1, 0, 0)
+
+
+def test_product_level_calibrates_region_thresholds_on_run_maxima():
+    """eval.product_level: each region's threshold is calibrated on per-run
+    maxima of that region, and strips are flagged by those same thresholds
+    (any patch), as every other door flags them."""
+    from tfanomaly.evaluate import Scored, evaluate_split
+
+    cfg = vial_cfg("unused", "eval.k_of_n=[1, 2]", "eval.product_level=true")
+    # calibration products C (good) and E (defective in region 1, run 0), 2 runs x 2 regions x 2 patches
+    products = np.array(["C"] * 8 + ["E"] * 8 + ["G"] * 8)
+    runs = np.array([0, 0, 0, 0, 1, 1, 1, 1] * 3)
+    regions = np.array([0, 0, 1, 1] * 6)
+    labels = np.zeros(24, int)
+    labels[[10, 11]] = 1  # E run 0 region 1: both patches show the defect
+    scores = np.array([.10, .15, .30, .50, .12, .11, .40, .20,  # C
+                       .14, .13, .60, .45, .13, .12, .35, .25,  # E: region 1 run 0 has max .60
+                       .12, .16, .52, .20, .10, .10, .30, .30])  # G (reported)
+    n = len(scores)
+    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), regions,
+               np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
+    cal = products != "G"
+    res = evaluate_split(s, cfg, "youden", cal, ~cal, per_region=True)
+    # region 1 run maxima: good .50 .40 .35, defective .60 -> midway between .50 and .60
+    assert res["thresholds"][1] == pytest.approx(0.55)
+    # patch by patch, Youden would take .45 (TPR 1, FPR 1/6) and sit at .425, flagging G's .52
+    patch_t, _ = thresholds.calibrate_per_region("youden", labels[cal], scores[cal], regions[cal])
+    assert patch_t[1] == pytest.approx(0.425)
+    # region 0 has no defect: n_sigma on its good run maxima (4 runs: .15 .12 .14 .13)
+    r0 = np.array([.15, .12, .14, .13])
+    assert res["thresholds"][0] == pytest.approx(r0.mean() + 3 * r0.std())  # 0.1685
+    # G's strips: run 0 (.16 < .1685 in region 0, .52 < .55 in region 1) and run 1 pass; the strip
+    # flags are the decision's patch flags, any per run
+    flags = res["decision"].flags(scores[~cal], regions[~cal])
+    assert not flags.any()
+    m = res["strips"]["metrics"]
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (0, 0, 0, 2)
 
 
 def tiny_grdnet(*extra):
@@ -198,3 +236,34 @@ def test_rank_images_scored_at_eval(vial_data):
         vial_cfg(vial_data, "data.eval_frames=[]")
     with pytest.raises(ConfigError, match=r"data.eval_ranks: expected ranks in \[1, 4\]"):
         vial_cfg(vial_data, "data.eval_ranks=[5]")
+
+
+def test_train_frames_select_what_trains(vial_data):
+    """data.train_frames: [] trains on the rank images alone (here the 2nd
+    darkest value of 4 frames, a median-like image), with the counts to match;
+    a list of frames trains on those frames only."""
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.data.sources import strip_boxes
+
+    cfg = vial_cfg(vial_data, "data.train_frames=[]", "data.rank_images=[2]")
+    data = Data(cfg)
+    train = data.index.subset("train")
+    assert data.count("train", True) == len(train) * 20
+    got = list(data.patches("train", True).take(20).as_numpy_iterator())
+    assert {int(e["rank"]) for e in got} == {2} and {int(e["frame"]) for e in got} == {-1}
+    it = train[0]
+    second = np.sort(np.stack([cv2.imread(p, 0) for p in it.paths]), axis=0)[1].astype(np.float32)
+    by_box = {(int(e["vial"]), int(e["region"])): e["image"] for e in got if e["product"].decode() == it.product and int(e["run"]) == it.run}
+    assert len(by_box) == 20
+    for v, r, (y0, x0, y1, x1) in strip_boxes(cfg):
+        want = tf.image.resize(second[y0:y1, x0:x1, None], [32, 32], cfg.data.interpolation).numpy()
+        np.testing.assert_array_equal(by_box[(v, r)], np.clip(np.round(want), 0, 255).astype(np.uint8))
+
+    cfg = vial_cfg(vial_data, "data.train_frames=[0, 3]", "data.rank_images=[]")
+    data = Data(cfg)
+    assert data.count("train", True) == len(train) * 20 * 2
+    assert {int(e["frame"]) for e in data.patches("train", True).take(40).as_numpy_iterator()} == {0, 3}
+    with pytest.raises(ConfigError, match="data.train_frames: expected at least one frame"):
+        vial_cfg(vial_data, "data.train_frames=[]", "data.rank_images=[]")
+    with pytest.raises(ConfigError, match=r"data.train_frames: expected frame indices < 4"):
+        vial_cfg(vial_data, "data.train_frames=[4]")

@@ -132,6 +132,10 @@ class DataConfig:
     filename_regex: str = r"(?P<product>[A-Za-z0-9]+)_r(?P<run>\d+)_f(?P<frame>\d+)\.png$"
     frames_per_acquisition: int = checked(16, positive)
     rank_images: list[int] = checked(factory=lambda: [1, 16], check=each(positive), help="pixelwise ranks added per acquisition (1 = darkest)")
+    train_frames: list[int] | None = checked(
+        None, check=lambda v: None if v is None else each(non_negative)(v),
+        help="frames per acquisition used for training beside the rank_images (default: all of them; [] trains on rank images only)",
+    )
     eval_frames: list[int] = checked(factory=lambda: [0, 5, 10], check=each(non_negative), help="frames per acquisition scored at eval (3 on the line)")
     eval_ranks: list[int] = checked(
         factory=list, check=each(positive),
@@ -255,7 +259,7 @@ class EvalConfig:
     percentile: float = checked(99.0, lambda v: None if 0 < v <= 100 else "in (0, 100]", help="percentile of good calibration scores")
     iqr_k: float = checked(1.5, non_negative)
     k_of_n: list[int] = checked(factory=lambda: [7, 10], check=all_of(length(2), each(positive)), help="product defective when >= k of n runs say so")
-    product_level: bool = checked(False, help="re-tune the threshold on per-product maxima")
+    product_level: bool = checked(False, help="calibrate each threshold on per-run maxima (where the line decides) instead of per patch")
     worst_cases: int = checked(8, non_negative)
     batch_size: int = checked(64, positive)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
@@ -446,6 +450,11 @@ def _cross_checks(cfg: Config, src: str) -> None:
                 f"{src}: data.rank_images: expected ranks in [1, {d.frames_per_acquisition}] "
                 f"(data.frames_per_acquisition), got {r}"
             )
+    for f in d.train_frames or []:
+        if f >= d.frames_per_acquisition:
+            raise ConfigError(f"{src}: data.train_frames: expected frame indices < {d.frames_per_acquisition}, got {f}")
+    if d.source == "vials" and d.train_frames == [] and not d.rank_images:
+        raise ConfigError(f"{src}: data.train_frames: expected at least one frame or one data.rank_images rank to train on, got none")
     for f in d.eval_frames:
         if f >= d.frames_per_acquisition:
             raise ConfigError(f"{src}: data.eval_frames: expected frame indices < {d.frames_per_acquisition}, got {f}")

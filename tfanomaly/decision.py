@@ -37,6 +37,7 @@ RULES_TEXT = {
     "flag": "anomalous when score >= threshold, or when the score is not finite (fail closed)",
     "missing_region": "a region id without a threshold is an error (never a default threshold)",
     "product": "a run is flagged when any of its patches is; a product is defective when >= k of its n runs are",
+    "calibration": "with eval.product_level, each region's threshold is calibrated on per-run maxima of that region's patches",
 }
 
 
@@ -45,7 +46,6 @@ class Decision:
     rule: str
     thresholds: float | dict[int, float]
     k_of_n: list[int] = field(default_factory=lambda: [7, 10])
-    product_threshold: float | None = None
     seed: int = 0
     source: str = ""  # where it was loaded from (for messages)
     # the model's score options these thresholds were calibrated for (e.g. GRD-Net's
@@ -90,7 +90,6 @@ class Decision:
             "rule": self.rule,
             "per_region": self.per_region,
             "thresholds": {str(k): float(v) for k, v in sorted(self.thresholds.items())} if self.per_region else float(self.thresholds),
-            "product_threshold": self.product_threshold,
             "k_of_n": list(self.k_of_n),
             "seed": self.seed,
             "score": "raw model score",
@@ -118,7 +117,7 @@ class Decision:
         except (TypeError, ValueError, AttributeError):
             raise UserError(f"{where}: thresholds: expected a number or a mapping region -> number, got {th!r}") from None
         return cls(rule=d.get("rule", ""), thresholds=th, k_of_n=list(d.get("k_of_n", [7, 10])),
-                   product_threshold=d.get("product_threshold"), seed=int(d.get("seed", 0)), source=source,
+                   seed=int(d.get("seed", 0)), source=source,
                    score_options=dict(d.get("score_options") or {}))
 
     def apply_to(self, model) -> None:

@@ -115,17 +115,36 @@ def _product_truth(s: Scored) -> dict:
     return truth
 
 
+def _run_maxima(products, runs, regions, labels, scores):
+    """Per (product, run, region): the max score and whether a defect is
+    visible in any of those patches. Thresholds calibrated on these decide
+    what the line decides -- a run is flagged when any patch of a region
+    reaches that region's threshold -- instead of patch by patch, where one
+    good patch in a hundred above the threshold already flags most good runs
+    of 60 patches. A NaN score counts as +inf (fail closed)."""
+    key = np.array([f"{p}\x00{int(r)}\x00{int(g)}" for p, r, g in zip(products, runs, regions)])
+    uniq, inv = np.unique(key, return_inverse=True)
+    s = np.full(len(uniq), -np.inf)
+    y = np.zeros(len(uniq), np.int64)
+    g = np.zeros(len(uniq), np.int64)
+    np.maximum.at(s, inv, np.where(np.isnan(scores), np.inf, scores))
+    np.maximum.at(y, inv, np.asarray(labels, np.int64))
+    g[inv] = regions
+    return y, s, g
+
+
 def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.ndarray, per_region: bool) -> dict:
     """Calibrate on mask ``cal``, report on mask ``rep``."""
     e = cfg.eval
     kw = {"n_sigma": e.n_sigma, "percentile": e.percentile, "iqr_k": e.iqr_k}
+    labels, scores, regions = s.labels[cal], s.scores[cal], s.regions[cal]
+    if e.product_level:  # calibrate where the line decides: on each run's maxima
+        labels, scores, regions = _run_maxima(s.products[cal], s.runs[cal], regions if per_region else np.zeros_like(regions), labels, scores)
     warnings = []
     if per_region:
-        thr, warnings = thresholds.calibrate_per_region(
-            rule, s.labels[cal], s.scores[cal], s.regions[cal], cover=np.unique(s.regions[rep]), **kw
-        )
+        thr, warnings = thresholds.calibrate_per_region(rule, labels, scores, regions, cover=np.unique(s.regions[rep]), **kw)
     else:
-        thr = thresholds.calibrate(rule, s.labels[cal], s.scores[cal], where="calibration split", **kw)
+        thr = thresholds.calibrate(rule, labels, scores, where="calibration split", **kw)
     all_rules = {}
     for r in thresholds.RULES:
         try:
@@ -148,18 +167,11 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
         regions[int(r)] = m
     out["regions"] = regions
 
-    # product verdicts: per run max, then k of n
+    # product verdicts: a run is flagged when any of its patches is (the decision every door
+    # applies), then k of n runs
     truth = _product_truth(s)
     run_flags = aggregation.per_run_max(s.products[rep], s.runs[rep], flags)
     run_scores = aggregation.per_run_max(s.products[rep], s.runs[rep], s.scores[rep])
-    if e.product_level:
-        # re-tune a threshold on the calibration products' per-run maxima
-        cal_runs = aggregation.per_run_max(s.products[cal], s.runs[cal], s.scores[cal])
-        keys = sorted(cal_runs)
-        pt = thresholds.calibrate(rule, [truth[p] for p, _ in keys], [cal_runs[k] for k in keys], where="product level", **kw)
-        keys = sorted(run_scores)
-        run_flags = dict(zip(keys, Decision(rule, pt).flags([run_scores[k] for k in keys])))
-        decision.product_threshold = out["product_threshold"] = pt
     k, n = decision.k_of_n
     verdicts = aggregation.k_of_n(run_flags, k, n)
     names = sorted(verdicts)

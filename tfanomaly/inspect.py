@@ -30,7 +30,7 @@ def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
     Perlin perturbation X_n with the map M and the noise N. A dataset with no
     training images (a test kit) shows its test images in the same layout."""
     per = {}
-    n_needed = rows * (cfg.data.frames_per_acquisition + len(cfg.data.rank_images) + 1)
+    n_needed = rows * ((data.source.images_per_acquisition(True) if data.source is not None else 1) + 1)
     has_train = data.index is None or bool(data.index.subset("train"))
     subset, labels = ("train", (0,)) if has_train else ("test", (0, 1))
     for e in data.patches(subset, training=True, labels=labels).take(n_needed).as_numpy_iterator():
@@ -42,6 +42,9 @@ def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
             slot["ranks"][int(e["rank"])] = e["image"]
         if len(per) > rows:
             break
+    for slot in per.values():  # trained on rank images only (data.train_frames: []): perturb the first
+        if slot["frame"] is None and slot["ranks"]:
+            slot["frame"] = slot["ranks"][min(slot["ranks"])]
     keys = [k for k in per if per[k]["frame"] is not None][:rows]
     cols: dict[str, list] = {"patch": []}
     p = cfg.perturb

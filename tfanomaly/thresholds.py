@@ -1,14 +1,18 @@
 """Threshold rules, calibrated on a calibration split.
 
-A sample is flagged when score >= threshold. For the rules that search the
-calibration scores (youden, max_accuracy), the candidates are the distinct
-scores plus +inf (flag nothing); among equal optima the highest threshold
-(fewest alarms) wins.
+A sample is flagged when score >= threshold. The rules that search the
+calibration scores (youden, max_accuracy) try the distinct scores plus +inf
+(flag nothing); among equal optima the highest threshold (fewest alarms) wins.
+The threshold returned is then the midpoint between that score and the next
+lower calibration score: the calibration verdicts are the same for any value
+in that gap, and its middle leaves the widest margin on both sides for scores
+that were not in the calibration set (at the gap's top edge, a defect scoring
+a hair below the lowest calibrated defect is missed).
 
 | rule          | threshold                                                  | needs       |
 |---------------|------------------------------------------------------------|-------------|
-| youden        | argmax TPR - FPR                                           | both classes|
-| max_accuracy  | argmax accuracy                                            | both classes|
+| youden        | argmax TPR - FPR (middle of its gap)                       | both classes|
+| max_accuracy  | argmax accuracy (middle of its gap)                        | both classes|
 | zero_fn       | the lowest defective score (highest that flags them all)   | defective   |
 | n_sigma       | mean + k * std of good scores (population std)             | good        |
 | percentile    | the p-th percentile of good scores (linear interpolation)  | good        |
@@ -39,6 +43,9 @@ def _search(labels, scores, objective):
         v = objective(tpr, fpr, pred)
         if v >= best_v - 1e-12:
             best_t, best_v = t, v
+    below = cands[cands < best_t]
+    if np.isfinite(best_t) and below.size:
+        return float((best_t + below[-1]) / 2)  # the middle of the gap that gives these verdicts
     return float(best_t)
 
 

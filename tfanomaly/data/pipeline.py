@@ -101,7 +101,14 @@ class PatchSource:
     # -- counts without decoding --------------------------------------------------------
     def images_per_acquisition(self, training: bool) -> int:
         d = self.cfg.data
-        return d.frames_per_acquisition + len(d.rank_images) if training else len(d.eval_frames) + len(d.eval_ranks)
+        return len(self.frames_used(training)) + len(d.rank_images if training else d.eval_ranks)
+
+    def frames_used(self, training: bool) -> list[int]:
+        """The frames of an acquisition that become patches (rank images come on top)."""
+        d = self.cfg.data
+        if training:
+            return list(range(d.frames_per_acquisition)) if d.train_frames is None else list(d.train_frames)
+        return list(d.eval_frames)
 
     def count(self, subset: str, training: bool, labels: tuple[int, ...] = (0, 1)) -> int:
         n = 0
@@ -180,7 +187,7 @@ class PatchSource:
         d = self.cfg.data
         a = d.frames_per_acquisition
         ranks = list(d.rank_images) if training else list(d.eval_ranks)
-        frames_used = list(range(a)) if training else list(d.eval_frames)
+        frames_used = self.frames_used(training)
         size, channels, boxes = self.size, self.channels, self.boxes
         interp = d.interpolation
         table = {
@@ -265,6 +272,7 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None)
         "channels": cfg.data.channels,
         "source": cfg.data.source,
         "rank_images": list(cfg.data.rank_images),
+        "train_frames": cfg.data.train_frames,
         "eval_frames": list(cfg.data.eval_frames),
         "eval_ranks": list(cfg.data.eval_ranks),
         "subsets": {},
