@@ -208,3 +208,28 @@ def test_time_budget_stops_training():
     for cb in (long, short):
         cb.on_train_batch_end(0)
     assert long.model.stop_training is False and short.model.stop_training is True
+
+
+def test_failed_start_leaves_no_run_folder(vial_data, tmp_path):
+    """Training that fails before its first step (here: a truncated image)
+    removes the run folder it created, so the corrected rerun is not refused;
+    a folder that held a run before is left alone."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(vial_data, data)
+    victim = sorted((data / "images").glob("*.png"))[0]
+    good_bytes = victim.read_bytes()
+    victim.write_bytes(good_bytes[: len(good_bytes) // 2])
+    cfg = vial_cfg(data, "train.epochs=1", "train.steps_per_epoch=1", "train.batch_size=4")
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=victim.name):
+        train(cfg, run, verbose=0)
+    assert not run.exists()
+    victim.write_bytes(good_bytes)
+    train(cfg, run, verbose=0)
+    assert Run(run).model_file.exists()
+    victim.write_bytes(good_bytes[: len(good_bytes) // 2])
+    with pytest.raises(UserError, match=victim.name):
+        train(cfg, run, resume=True, verbose=0)
+    assert Run(run).model_file.exists() and Run(run).config_file.exists()

@@ -5,9 +5,11 @@ It fills a run directory, whose layout :class:`tfanomaly.run.Run` owns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -245,6 +247,20 @@ def describe_start(cfg: Config, data: Data, n_patches: int, steps: int, two_doma
             + (f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""))
 
 
+@contextlib.contextmanager
+def _removed_if_setup_fails(run: Path, fresh: bool):
+    """Remove the run folder this call created when training fails before its
+    first step (bad data, a refused model, a config error found late): it holds
+    nothing but the config, and the corrected rerun would be refused by it. A
+    folder that existed before (``--resume``) is never touched."""
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto", echo=print) -> Path:
     """Train the family named by ``cfg.family``; returns the run directory."""
     run = Path(run_dir) if run_dir else default_run_dir(cfg)
@@ -253,51 +269,53 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         raise UserError(f"{run}: run directory already holds a run; pass --resume to continue it or --run-dir for a new one")
     if resume and not layout.started:
         raise UserError(f"{run}: nothing to resume (no config.yaml); start the run without --resume")
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, layout.config_file)
+    fresh = not (run.exists() and any(run.iterdir()))
+    with _removed_if_setup_fails(run, fresh):  # a failed start must not block the corrected rerun
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, layout.config_file)
 
-    runtime.setup(cfg)
-    strategy = runtime.strategy_for(cfg)
-    data = Data(cfg)
-    global_batch = cfg.train.batch_size
-    two_domain = registry.model_class(cfg.family).trains_on_defects
-    n_patches = data.train_patches(two_domain)
-    steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
-    total_steps = steps * cfg.train.epochs
-    accum = cfg.train.grad_accum_steps  # batches per optimizer update
-    ds = data.train_dataset(global_batch, two_domain)
-    sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
+        runtime.setup(cfg)
+        strategy = runtime.strategy_for(cfg)
+        data = Data(cfg)
+        global_batch = cfg.train.batch_size
+        two_domain = registry.model_class(cfg.family).trains_on_defects
+        n_patches = data.train_patches(two_domain)
+        steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
+        total_steps = steps * cfg.train.epochs
+        accum = cfg.train.grad_accum_steps  # batches per optimizer update
+        ds = data.train_dataset(global_batch, two_domain)
+        sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
 
-    with strategy.scope():
-        model = registry.build(cfg)
-        guards.check_model(model)
-        model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
+        with strategy.scope():
+            model = registry.build(cfg)
+            guards.check_model(model)
+            model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
-    val_ds = data.validation_dataset(global_batch)
-    watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
-    echo(describe_start(cfg, data, n_patches, steps, two_domain))
-    plateau = []
-    rp = cfg.train.reduce_on_plateau
-    if rp.patience:
-        first = model.metrics[0].name
-        monitor = rp.monitor or (f"val_{first}" if val_ds is not None else first)
-        plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
+        val_ds = data.validation_dataset(global_batch)
+        watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
+        echo(describe_start(cfg, data, n_patches, steps, two_domain))
+        plateau = []
+        rp = cfg.train.reduce_on_plateau
+        if rp.patience:
+            first = model.metrics[0].name
+            monitor = rp.monitor or (f"val_{first}" if val_ds is not None else first)
+            plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
 
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(layout.backup_dir), delete_checkpoint=True),
-        session := SessionSteps(),
-        keras.callbacks.TerminateOnNaN(),
-        watch,  # before the loggers, so they record its measures
-        *plateau,  # before the loggers, so they see its "lr"
-        keras.callbacks.ModelCheckpoint(str(layout.last_checkpoint)),
-        keras.callbacks.TensorBoard(str(layout.logs_dir), write_graph=False, update_freq="epoch"),
-        HistoryCSV(layout.history_file),
-        SampleImages(sample_batch, layout.samples_dir, cfg.train.samples_every),
-        *([TimeBudget(cfg.train.time_budget_minutes)] if cfg.train.time_budget_minutes else []),
-        *([KeepCheckpoints(layout, cfg.train.checkpoint_every, accum)] if cfg.train.checkpoint_every else []),
-        *extra_callbacks,
-    ]
-    layout.logs_dir.mkdir(exist_ok=True)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(layout.backup_dir), delete_checkpoint=True),
+            session := SessionSteps(),
+            keras.callbacks.TerminateOnNaN(),
+            watch,  # before the loggers, so they record its measures
+            *plateau,  # before the loggers, so they see its "lr"
+            keras.callbacks.ModelCheckpoint(str(layout.last_checkpoint)),
+            keras.callbacks.TensorBoard(str(layout.logs_dir), write_graph=False, update_freq="epoch"),
+            HistoryCSV(layout.history_file),
+            SampleImages(sample_batch, layout.samples_dir, cfg.train.samples_every),
+            *([TimeBudget(cfg.train.time_budget_minutes)] if cfg.train.time_budget_minutes else []),
+            *([KeepCheckpoints(layout, cfg.train.checkpoint_every, accum)] if cfg.train.checkpoint_every else []),
+            *extra_callbacks,
+        ]
+        layout.logs_dir.mkdir(exist_ok=True)
     start = time.time()
     history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
     elapsed = time.time() - start
