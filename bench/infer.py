@@ -1,6 +1,6 @@
 """Line inference: Python SavedModel signature vs the C++ binary, same model, same run.
 
-    python bench/infer.py --configs configs/vials_demo.yaml configs/vials.yaml --reps 5
+    python bench/infer.py --configs configs/vials_demo.yaml configs/vials.yaml --reps 5 [--patches 60 20]
 
 For each config a model (random weights: latency does not depend on them) is
 saved, exported, and fed strips of random PNG patches through serve_png, in a
@@ -102,14 +102,40 @@ def export_random(config: str, tmp: Path) -> tuple[Path, tuple]:
     return out, (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
 
 
+def measure(binary, model, work: Path, shape, config: str, n: int, reps: int) -> list[tuple]:
+    """One strip size: the Python serve_png side and the C++ binary, same patches."""
+    h, w, c = shape
+    g = np.random.default_rng(0)
+    files = []
+    for j in range(n):
+        f = work / f"p{n}_{j}.png"
+        cv2.imwrite(str(f), g.integers(0, 256, (h, w, c) if c > 1 else (h, w), dtype=np.uint8))
+        files.append(str(f))
+    out, wall, rss = run_measured([sys.executable, "-c", PY_SIDE, str(model), ",".join(files), str(reps)])
+    py = json.loads(out)
+    cpp_files = files * (reps + 1)  # first strip warms up, like the Python side
+    out, cwall, crss = run_measured([str(binary), str(model), *cpp_files, "--batch", str(n), "--json"])
+    cj = json.loads(out)
+    strips = sorted(s["ms"] for s in cj["strips"][1:])
+    first_ms = cj["load_ms"] + cj["strips"][0]["ms"]
+    return [
+        (config, n, "python serve_png", py["strip_ms"], n / py["strip_ms"] * 1e3, py["load_s"] * 1e3, py["first_s"] * 1e3, py["rss_mb"]),
+        (config, n, "C++ tfanomaly-infer", strips[len(strips) // 2], n / strips[len(strips) // 2] * 1e3, cj["load_ms"], first_ms, crss),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="*", default=["configs/vials_demo.yaml", "configs/vials.yaml"])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--patches", type=int, default=60, help="patches per strip")
+    ap.add_argument("--patches", type=int, nargs="+", default=[60], help="patches per strip (several: one row each)")
     ap.add_argument("--big-patches", type=int, default=4, help="patches per strip for configs with >= 512-wide stages")
     ap.add_argument("--binary", type=Path, default=None)
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_grdnet import conv3x3_peak, matmul_peak
+
+    print(f"roofline in this run: matmul {matmul_peak():.1f} GFLOP/s, 3x3 conv {conv3x3_peak():.1f} GFLOP/s", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
@@ -118,23 +144,8 @@ def main():
             work = tmp / f"c{i}"
             model, (h, w, c) = export_random(config, work)
             big = "vials.yaml" in config and not config.endswith("demo.yaml")
-            n = args.big_patches if big else args.patches
-            reps = 1 if big else args.reps
-            g = np.random.default_rng(0)
-            files = []
-            for j in range(n):
-                f = work / f"p{j}.png"
-                cv2.imwrite(str(f), g.integers(0, 256, (h, w, c) if c > 1 else (h, w), dtype=np.uint8))
-                files.append(str(f))
-            out, wall, rss = run_measured([sys.executable, "-c", PY_SIDE, str(model), ",".join(files), str(reps)])
-            py = json.loads(out)
-            cpp_files = files * (reps + 1)  # first strip warms up, like the Python side
-            out, cwall, crss = run_measured([str(binary), str(model), *cpp_files, "--batch", str(n), "--json"])
-            cj = json.loads(out)
-            strips = sorted(s["ms"] for s in cj["strips"][1:])
-            first_ms = cj["load_ms"] + cj["strips"][0]["ms"]
-            rows.append((config, n, "python serve_png", py["strip_ms"], n / py["strip_ms"] * 1e3, py["load_s"] * 1e3, py["first_s"] * 1e3, py["rss_mb"]))
-            rows.append((config, n, "C++ tfanomaly-infer", strips[len(strips) // 2], n / strips[len(strips) // 2] * 1e3, cj["load_ms"], first_ms, crss))
+            for n in [args.big_patches] if big else args.patches:
+                rows += measure(binary, model, work, (h, w, c), config, n, 1 if big else args.reps)
     print(f"{'config':<26}{'patches':>8}  {'runner':<21}{'strip ms':>10}{'patches/s':>11}{'load ms':>9}{'first result ms':>16}{'peak RSS MB':>12}{'60-patch strip vs 500 ms':>26}")
     for cfg, n, who, ms, ps, load, first, rss in rows:
         strip60 = ms * 60 / n

@@ -41,7 +41,7 @@ def test_synth_and_inspect(tmp_path):
     assert len(list((tmp_path / "v" / "images").glob("*.png"))) == 12
     r = tfa("data", "inspect", "--config", ROOT / "configs" / "vials_demo.yaml", "--out", tmp_path / "grid.png",
             "--set", f"data.root={tmp_path / 'v'}", "--set", "data.frames_per_acquisition=4", "--set", "data.rank_images=[1,4]",
-            "--set", "data.eval_frames=[0,1,2]", "--set", "data.split.train_fraction=1.0")
+            "--set", "data.eval_frames=[0,1,2]", "--set", "data.eval_ranks=[]", "--set", "data.split.train_fraction=1.0")
     assert r.returncode == 0, r.stderr
     assert "patches: 240 train, 60 test" in r.stdout  # 2 good acquisitions x (4 + 2) x 20; 1 defective x 3 x 20
     grid = cv2.imread(str(tmp_path / "grid.png"))
