@@ -267,3 +267,13 @@ def test_train_frames_select_what_trains(vial_data):
         vial_cfg(vial_data, "data.train_frames=[]", "data.rank_images=[]")
     with pytest.raises(ConfigError, match=r"data.train_frames: expected frame indices < 4"):
         vial_cfg(vial_data, "data.train_frames=[4]")
+
+
+def test_report_names_rank_images():
+    from tfanomaly.evaluate import Scored
+    from tfanomaly.report import sample_name
+
+    z = np.zeros(2, int)
+    s = Scored(np.zeros(2), z, np.array(["K001", "K001"]), np.array([3, 3]), np.array([5, -1]), np.array([1, 1]),
+               np.array([2, 2]), np.zeros((2, 2, 2), np.float16), np.zeros((2, 2, 2), bool), ranks=np.array([0, 7]))
+    assert [sample_name(s, i, True) for i in range(2)] == ["K001 r3 f5 v1 R2", "K001 r3 rank7 v1 R2"]

@@ -37,6 +37,7 @@ class Scored:
     masks: np.ndarray  # [N, H, W] bool
     product_labels: dict = field(default_factory=dict)
     keep_images: dict = field(default_factory=dict)  # index -> (image, reconstruction)
+    ranks: np.ndarray | None = None  # rank of a rank image, 0 for a frame (vial line); None: all frames
 
 
 def _ragged(arrays: list) -> np.ndarray:
@@ -69,6 +70,7 @@ def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
         cols["mask"].append(batch["mask"].numpy()[..., 0] > 0.5)
         for k in ("label", "product", "run", "frame", "vial", "region"):
             cols[k].append(batch[k].numpy())
+        cols.setdefault("rank", []).append(batch["rank"].numpy() if "rank" in batch else np.zeros_like(batch["frame"].numpy()))
         if keep:
             images.append(batch["image"].numpy().astype(np.float16))
             recons.append(out["reconstruction"].numpy().astype(np.float16))
@@ -83,7 +85,7 @@ def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
         scores=cat["score"].astype(np.float64), labels=cat["label"].astype(int),
         products=np.array([p.decode() if isinstance(p, bytes) else str(p) for p in cat["product"]]),
         runs=cat["run"], frames=cat["frame"], vials=cat["vial"], regions=cat["region"],
-        heatmaps=cat["heatmap"], masks=cat["mask"],
+        heatmaps=cat["heatmap"], masks=cat["mask"], ranks=cat["rank"],
     )
     if keep:
         s.keep_images = {"image": np.concatenate(images), "reconstruction": np.concatenate(recons)}
