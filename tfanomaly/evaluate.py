@@ -39,6 +39,10 @@ class Scored:
     keep_images: dict = field(default_factory=dict)  # index -> (image, reconstruction)
     ranks: np.ndarray | None = None  # rank of a rank image, 0 for a frame (vial line); None: all frames
 
+    def __post_init__(self):
+        if self.ranks is None:
+            self.ranks = np.zeros(len(self.scores), np.int64)
+
 
 def _ragged(arrays: list) -> np.ndarray:
     """A 1-D object array of per-image arrays of different shapes."""
@@ -61,16 +65,15 @@ def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
             o = tiler(images[0])
             return {k: o[k][None] for k in ("score", "heatmap", "reconstruction")}
 
-    cols = {k: [] for k in ("score", "label", "product", "run", "frame", "vial", "region", "heatmap", "mask")}
+    cols = {k: [] for k in ("score", "label", "product", "run", "frame", "rank", "vial", "region", "heatmap", "mask")}
     images, recons = [], []
     for batch in ds:
         out = score_fn(batch["image"])
         cols["score"].append(out["score"].numpy())
         cols["heatmap"].append(out["heatmap"].numpy()[..., 0].astype(np.float16))
         cols["mask"].append(batch["mask"].numpy()[..., 0] > 0.5)
-        for k in ("label", "product", "run", "frame", "vial", "region"):
+        for k in ("label", "product", "run", "frame", "rank", "vial", "region"):
             cols[k].append(batch[k].numpy())
-        cols.setdefault("rank", []).append(batch["rank"].numpy() if "rank" in batch else np.zeros_like(batch["frame"].numpy()))
         if keep:
             images.append(batch["image"].numpy().astype(np.float16))
             recons.append(out["reconstruction"].numpy().astype(np.float16))
@@ -119,20 +122,20 @@ def _product_truth(s: Scored) -> dict:
 
 def _run_maxima(products, runs, regions, labels, scores):
     """Per (product, run, region): the max score and whether a defect is
-    visible in any of those patches. Thresholds calibrated on these decide
-    what the line decides -- a run is flagged when any patch of a region
-    reaches that region's threshold -- instead of patch by patch, where one
-    good patch in a hundred above the threshold already flags most good runs
-    of 60 patches. A NaN score counts as +inf (fail closed)."""
-    key = np.array([f"{p}\x00{int(r)}\x00{int(g)}" for p, r, g in zip(products, runs, regions)])
-    uniq, inv = np.unique(key, return_inverse=True)
-    s = np.full(len(uniq), -np.inf)
-    y = np.zeros(len(uniq), np.int64)
-    g = np.zeros(len(uniq), np.int64)
-    np.maximum.at(s, inv, np.where(np.isnan(scores), np.inf, scores))
-    np.maximum.at(y, inv, np.asarray(labels, np.int64))
-    g[inv] = regions
-    return y, s, g
+    visible in any of those patches (:func:`aggregation.per_run_max`, which
+    counts a NaN as +inf). Thresholds calibrated on these decide what the line
+    decides -- a run is flagged when any patch of a region reaches that
+    region's threshold -- instead of patch by patch, where one good patch in a
+    hundred above the threshold already flags most good runs of 60 patches."""
+    ys, ss, gs = [], [], []
+    for g in np.unique(regions):
+        sel = regions == g
+        top = aggregation.per_run_max(products[sel], runs[sel], scores[sel])
+        seen = aggregation.per_run_max(products[sel], runs[sel], labels[sel])
+        ys += [int(seen[k]) for k in top]
+        ss += list(top.values())
+        gs += [int(g)] * len(top)
+    return np.array(ys, np.int64), np.array(ss, np.float64), np.array(gs, np.int64)
 
 
 def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.ndarray, per_region: bool) -> dict:

@@ -110,8 +110,7 @@ def sample_name(s, i: int, vials: bool) -> str:
     """How a test sample is named in the report: run, frame, vial and region on
     the vial line; the image's own name for image data sets."""
     if vials:
-        rank = int(s.ranks[i]) if s.ranks is not None else 0
-        image = f"rank{rank}" if rank > 0 else f"f{s.frames[i]}"
+        image = f"rank{s.ranks[i]}" if s.ranks[i] > 0 else f"f{s.frames[i]}"
         return f"{s.products[i]} r{s.runs[i]} {image} v{s.vials[i]} R{s.regions[i]}"
     return str(s.products[i])
 
@@ -259,7 +258,7 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     _write_csv(
         out / "patches.csv",
         ["index", "product", "run", "frame", "rank", "vial", "region", "label", "score", "split", "flagged"],
-        [[i, s.products[i], int(s.runs[i]), int(s.frames[i]), int(s.ranks[i]) if s.ranks is not None else 0,
+        [[i, s.products[i], int(s.runs[i]), int(s.frames[i]), int(s.ranks[i]),
           int(s.vials[i]), int(s.regions[i]), int(s.labels[i]),
           repr(float(s.scores[i])), "calibration" if cal[i] else "reported", int(flags[i])] for i in range(len(s.scores))],
     )
