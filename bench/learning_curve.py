@@ -15,7 +15,8 @@ Writes ``R/learning_curve/curve.csv`` and ``curve.png`` (and a full evaluation
 report per checkpoint in ``R/learning_curve/step_N/``); the final ``model.keras``
 is the last point. Checkpoints are scored
 after training, each with the run's calibration split (``--seeds``); nothing
-here picks a checkpoint by its test numbers. Wall time of a checkpoint is its
+here picks a checkpoint by its test numbers (the ``calibration_*`` columns are
+the calibration part of the first seed: choose a step count on those). Wall time of a checkpoint is its
 file's modification time minus that of the run's ``config.yaml`` (written when
 training starts; for a resumed run it counts the pauses between sessions too,
 so the CSV also gives the steps).
@@ -58,6 +59,9 @@ def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
             "pixel_auroc": summary.get("pixel_auroc", float("nan")),
             "aupro": summary.get("aupro", float("nan")),
             "accuracy_at_threshold": summary["accuracy_at_threshold"]["mean"],
+            # the calibration part of the first seed: the only columns to choose a step count on
+            "calibration_image_auroc": summary["selection"]["image_auroc"],
+            "calibration_pixel_auroc": summary["selection"].get("pixel_auroc", float("nan")),
         }
         rows.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

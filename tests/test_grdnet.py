@@ -168,30 +168,95 @@ def test_every_shipped_config_train_step_runs(name):
     assert_one_train_step(build(small), size, small.data.channels)
 
 
-class _Stop(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated kill after the first epoch")
+class _KillAt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.step_counter.numpy()) == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {self.step}")
 
 
-def test_training_run_and_resume(vial_data, tmp_path):
-    cfg = vial_cfg(vial_data, "train.epochs=2", "train.steps_per_epoch=3", "train.batch_size=4")
-    run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, extra_callbacks=[_Stop()], verbose=0)
-    assert Run(run).backup_dir.exists() and not Run(run).model_file.exists()
-    with pytest.raises(UserError, match="already holds a run"):
-        train(cfg, run, verbose=0)
-    train(cfg, run, resume=True, verbose=0)
+def test_training_run_and_resume_mid_epoch(vial_data, tmp_path):
+    """Killed at global step 7 of 2 x 5 with a backup every 2 steps: a plain
+    rerun is refused; the resume starts at step 6 (epoch 2, its 2nd step),
+    trains the 4 steps left (1 lost, at most the backup interval) and keeps
+    epoch ends where they were; a finished run says so; more epochs (an
+    epoch-end resume) train on from the kept backup."""
     import json
 
+    cfg = vial_cfg(vial_data, "train.epochs=2", "train.steps_per_epoch=5", "train.batch_size=4", "train.backup_every_steps=2")
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, extra_callbacks=[_KillAt(7)], verbose=0)
+    assert json.loads(Run(run).backup_info.read_text())["global_step"] == 6 and not Run(run).model_file.exists()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(cfg, run, verbose=0)
+    said = []
+    train(cfg, run, resume=True, verbose=0, echo=said.append)
+    assert "resuming at global step 6 of 10: epoch 2, step 2 of 5" in said
     summary = json.loads(Run(run).summary_file.read_text())
-    assert summary["global_step"] == 6 and summary["steps_this_session"] == 3
-    rows = list(csv.DictReader(Run(run).history_file.open()))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert summary["global_step"] == 10 and summary["steps_this_session"] == 4  # 7 - 6 = 1 step lost
+    assert [r["epoch"] for r in csv.DictReader(Run(run).history_file.open())] == ["0", "1"]
+    assert json.loads(Run(run).backup_info.read_text()) | {"saved": 0} == {"global_step": 10, "optimizer_steps": 10, "epochs_done": 2, "saved": 0}
     assert (Run(run).samples_dir / "epoch_002.png").exists() and Run(run).config_file.exists()
-    m = load_model(run)
-    assert m.score(tf.zeros([1, 32, 32, 1]))["score"].shape == (1,)
+    assert load_model(run).score(tf.zeros([1, 32, 32, 1]))["score"].shape == (1,)
+
+    said.clear()
+    train(cfg, run, resume=True, verbose=0, echo=said.append)
+    assert any("already trained all 10 steps" in s for s in said)
+    more = vial_cfg(vial_data, "train.epochs=3", "train.steps_per_epoch=5", "train.batch_size=4", "train.backup_every_steps=2")
+    train(more, run, resume=True, verbose=0)
+    summary = json.loads(Run(run).summary_file.read_text())
+    assert summary["global_step"] == 15 and summary["steps_this_session"] == 5
+
+
+def test_sigkill_during_training_then_resume(vial_data, tmp_path):
+    """A real kill -9 of `tfanomaly train` at a random moment after its first
+    backups; `--resume` restarts from the backup's step exactly (the backup is
+    renamed into place, so it is never half-written) and finishes the plan."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tfanomaly.config import save_config
+
+    cfg = vial_cfg(vial_data, "train.epochs=1", "train.steps_per_epoch=30", "train.batch_size=4", "train.backup_every_steps=3")
+    cfg_file = tmp_path / "cfg.yaml"
+    save_config(cfg, cfg_file)
+    assert yaml.safe_load(cfg_file.read_text())["train"]["backup_every_steps"] == 3
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tfanomaly.cli.app", "train", "grdnet", "--config", str(cfg_file), "--run-dir", str(run)]
+    wait_for = int(np.random.default_rng().integers(3, 25))  # a random point of training
+    # run outside the source tree, so the installed package (with tfanomaly.cli) is imported
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and child.poll() is None:
+            info = Run(run).backup_info
+            if info.exists() and json.loads(info.read_text())["global_step"] >= wait_for:
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, f"training ended before the kill: {child.stderr.read().decode()[-2000:]}"
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(30)
+    backed_up = json.loads(Run(run).backup_info.read_text())["global_step"]
+    assert backed_up >= wait_for and not Run(run).model_file.exists()
+    said = []
+    train(cfg, run, resume=True, verbose=0, echo=said.append)
+    assert any(s.startswith(f"resuming at global step {backed_up} of 30") for s in said)
+    summary = json.loads(Run(run).summary_file.read_text())
+    assert summary["global_step"] == 30 and summary["steps_this_session"] == 30 - backed_up
 
 
 def test_time_budget_stops_training():

@@ -1,7 +1,7 @@
 """The run folder: one owner for its layout.
 
     RUN/config.yaml              the resolved config (written when training starts)
-    RUN/backup/                  BackupAndRestore state (a killed run resumes here)
+    RUN/backup/                  the training state every train.backup_every_steps (`--resume` continues here)
     RUN/checkpoints/last.keras   the last epoch's model
     RUN/checkpoints/step_N.keras kept every train.checkpoint_every epochs
     RUN/logs/                    TensorBoard + history.csv
@@ -51,6 +51,14 @@ class Run:
     @property
     def backup_dir(self) -> Path:
         return self.path / "backup"
+
+    @property
+    def backup_weights(self) -> Path:
+        return self.backup_dir / "state.weights.h5"
+
+    @property
+    def backup_info(self) -> Path:
+        return self.backup_dir / "state.json"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -31,10 +31,14 @@ def default_run_dir(cfg: Config) -> Path:
 
 
 class SessionSteps(keras.callbacks.Callback):
-    """Counts the optimizer steps this session ran (after BackupAndRestore restored a killed run)."""
+    """Counts the optimizer steps this session ran (after a resumed run's backup was restored;
+    a mid-epoch resume runs two ``fit`` calls, counted together)."""
+
+    start = None
 
     def on_train_begin(self, logs=None):
-        self.start = int(self.model.step_counter.numpy())
+        if self.start is None:
+            self.start = int(self.model.step_counter.numpy())
 
     def on_train_end(self, logs=None):
         self.done = int(self.model.step_counter.numpy()) - self.start
@@ -47,9 +51,12 @@ class TimeBudget(keras.callbacks.Callback):
         super().__init__()
         self.seconds = minutes * 60.0
 
+    start = None
+    stopped = False
+
     def on_train_begin(self, logs=None):
-        self.start = time.time()
-        self.stopped = False
+        if self.start is None:  # one budget for the whole session, across the fits of a mid-epoch resume
+            self.start = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
         if time.time() - self.start >= self.seconds:
@@ -223,6 +230,86 @@ class KeepCheckpoints(keras.callbacks.Callback):
             save_model_atomic(self.model, self.run.step_checkpoint(step))
 
 
+class StepBackup(keras.callbacks.Callback):
+    """Backs up the training state every ``every`` optimizer steps and at every
+    epoch end, for ``--resume`` (Keras' ``BackupAndRestore`` restores the epoch,
+    not the step, and writes its file in place). The weights file holds every
+    variable of the model, its optimizers and so the step counter: the resume
+    position is read from it, so a kill between two files cannot disagree.
+    Each write goes to a temporary file first and is renamed over the last one.
+    The backup is kept when training ends: it is the state a later ``--resume``
+    with more epochs (or a new time budget) continues from."""
+
+    def __init__(self, run: Run, every: int, batches_per_step: int = 1):
+        super().__init__()
+        self.run, self.every, self.batches_per_step = run, every, batches_per_step
+        self.saved_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every:
+            step = int(self.model.step_counter.numpy())
+            if step % self.every == 0 and step != self.saved_at:
+                self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(epoch + 1)
+
+    def save(self, epochs_done: int | None = None) -> None:
+        step = int(self.model.step_counter.numpy())
+        d = self.run.backup_dir
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "tmp.weights.h5"  # Keras wants the .weights.h5 suffix
+        self.model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, self.run.backup_weights)
+        meta = {"global_step": step * self.batches_per_step, "optimizer_steps": step, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if epochs_done is not None:
+            meta["epochs_done"] = epochs_done
+        atomic_write_text(self.run.backup_info, json.dumps(meta, indent=1))
+        self.saved_at = step
+
+
+def restore_backup(model: keras.Model, run: Run) -> int | None:
+    """Load the run's backup into ``model``; returns the batches it had trained
+    (optimizer steps x ``grad_accum_steps``), or None when there is no backup."""
+    path = run.backup_weights
+    if not path.exists():
+        legacy = run.backup_dir / "latest.weights.h5"  # Keras' BackupAndRestore (runs of earlier versions)
+        if not legacy.exists():
+            return None
+        path = legacy
+    try:
+        model.load_weights(str(path))
+    except Exception as e:  # noqa: BLE001 (h5py and Keras raise several kinds for a damaged file)
+        raise UserError(f"{path}: the training backup cannot be read ({type(e).__name__}: {e}); "
+                        f"delete {run.backup_dir} to resume from checkpoints/last.keras' epoch by hand, or start a new run") from None
+    return int(model.step_counter.numpy())
+
+
+def fit_from(model: keras.Model, ds, steps: int, epochs: int, done: int, **fit_kw) -> list:
+    """Train from batch ``done`` of the plan (``epochs`` x ``steps``): a resume in
+    the middle of an epoch first finishes that epoch's remaining batches (one
+    short ``fit``; its logged losses average those batches only), then runs the
+    remaining epochs, so epoch ends stay at multiples of ``steps``. Returns
+    the History of each ``fit`` that ran."""
+    epoch, into = divmod(done, steps)
+    histories = []
+    budget = next((c for c in fit_kw.get("callbacks", ()) if isinstance(c, TimeBudget)), None)
+    if into and epoch < epochs:
+        model._initial_epoch = None
+        histories.append(model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - into, **fit_kw))
+        epoch += 1
+        if (budget is not None and budget.stopped) or _diverged(histories[-1]):
+            return histories
+    if epoch < epochs:
+        model._initial_epoch = None
+        histories.append(model.fit(ds, initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps, **fit_kw))
+    return histories
+
+
+def _diverged(history) -> bool:
+    return any(not np.all(np.isfinite(v)) for v in history.history.values())
+
+
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
@@ -301,8 +388,22 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
             monitor = rp.monitor or (f"val_{first}" if val_ds is not None else first)
             plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
 
+        done = 0
+        if resume:
+            restored = restore_backup(model, layout)
+            if restored is None:
+                echo(f"{run}: no backup to resume from ({layout.backup_dir} is missing): training starts at step 0")
+            else:
+                done = restored * accum
+                epoch, into = divmod(done, steps)
+                if done >= total_steps:
+                    echo(f"{run}: already trained all {total_steps} steps ({cfg.train.epochs} epochs of {steps}); "
+                         "raise train.epochs (--set train.epochs=N) to train on")
+                    return run
+                echo(f"resuming at global step {done} of {total_steps}: epoch {epoch + 1}, step {into + 1} of {steps}")
+
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(layout.backup_dir), delete_checkpoint=True),
+            StepBackup(layout, cfg.train.backup_every_steps, accum),
             session := SessionSteps(),
             keras.callbacks.TerminateOnNaN(),
             watch,  # before the loggers, so they record its measures
@@ -317,10 +418,11 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         ]
         layout.logs_dir.mkdir(exist_ok=True)
     start = time.time()
-    history = model.fit(ds, epochs=cfg.train.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
+    histories = fit_from(model, ds, steps, cfg.train.epochs, done, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
     elapsed = time.time() - start
     done = session.done * accum  # batches (the step counter counts optimizer updates)
-    if any(not np.all(np.isfinite(v)) for v in history.history.values()):
+    logged = {k: [v for h in histories for v in h.history.get(k, [])] for h in histories for k in h.history}
+    if any(_diverged(h) for h in histories):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
     save_model_atomic(model, layout.model_file)
     summary = {
@@ -334,7 +436,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         "seconds": round(elapsed, 2),
         "images_per_second": round(done * global_batch / max(elapsed, 1e-9), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "final_losses": {k: float(v[-1]) for k, v in history.history.items()} if history.history else {},
+        "final_losses": {k: float(v[-1]) for k, v in logged.items() if v},
         "monitor": watch.last,
         "collapsed_epochs": watch.collapsed_epochs,
         "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],

@@ -104,7 +104,7 @@ class AnomalyModel(keras.Model):
     # -- optimizers (shared by every family) ---------------------------------
     def compile(self, optimizers: dict, global_batch_size=None, **kwargs):
         # No Keras-level optimizer: each network's optimizer is an attribute
-        # (saved and restored with the model, by BackupAndRestore too).
+        # (saved and restored with the model, by the training backup too).
         super().compile(optimizer=None, **kwargs)
         self.global_batch_size = global_batch_size  # strategy-safe loss averaging
         self._optimizer_names = list(optimizers)
