@@ -231,7 +231,7 @@ class TrainConfig:
     max_train_patches: int = checked(0, non_negative, help="cap on training patches (0 = all)")
     time_budget_minutes: float = checked(0.0, non_negative, help="stop training after this many minutes (0 = no limit)")
     checkpoint_every: int = checked(0, non_negative, help="also keep checkpoints/step_N.keras every N epochs (learning curves; 0 = off)")
-    backup_every_steps: int = checked(100, non_negative, help="back up the training state (weights, optimizers, step) every N optimizer steps and at every epoch end; `--resume` continues from the last one (0 = epoch ends only)")
+    backup_every_steps: int = checked(100, non_negative, help="back up weights, optimizers and step every N optimizer steps and at epoch ends; `--resume` continues there (0 = epoch ends only)")
     validation_fraction: float = checked(0.0, lambda v: None if 0 <= v < 1 else "in [0, 1)", help="good training images held out for the validation loss")
     reduce_on_plateau: ReducePlateauConfig = field(default_factory=ReducePlateauConfig)
 
