@@ -74,9 +74,9 @@ def train(
     if family not in registry.names():
         raise UserError(f"train: unknown family {family!r}; expected one of {', '.join(registry.names())}")
     cfg = _load(config, set_, family)
-    from tfanomaly.run import Run, split_run
-    from tfanomaly.train import default_run_dir
+    from tfanomaly.run import Run
     from tfanomaly.train import train as run_train
+    from tfanomaly.train import train_splits
 
     def report(path):
         run = Run(path)
@@ -87,14 +87,8 @@ def train(
     if not seeds:
         report(run_train(cfg, run_dir, resume, echo=_echo))
         return
-    parent = run_dir or default_run_dir(cfg)
-    for s in seeds:
-        sub = split_run(parent, s)
-        if sub.finished:
-            _echo(f"{sub.path}: already trained, skipped")
-            continue
-        cfg_s = _load(config, [*(set_ or []), f"seed={s}", f"data.split.seed={s}"], family)
-        report(run_train(cfg_s, sub.path, resume=resume or sub.started, echo=_echo))
+    for path in train_splits(cfg, seeds, run_dir, resume, echo=_echo):
+        report(path)
 
 
 @app.command("eval")

@@ -98,6 +98,8 @@ def binary(tmp_path_factory):
         pytest.skip("cmake or a C++ compiler is missing: the C++ inference test needs both")
     build = tmp_path_factory.mktemp("cppbuild")
     cmd = ["cmake", "-S", str(ROOT / "cpp_inference"), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"]
+    if CPP_SANITIZE:  # TFANOMALY_CPP_SANITIZE=1 pytest -k cpp: the C++ tests against an ASan + UBSan build
+        cmd.append("-DTFANOMALY_SANITIZE=ON")
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
@@ -105,10 +107,18 @@ def binary(tmp_path_factory):
     return build / "tfanomaly-infer"
 
 
+CPP_SANITIZE = os.environ.get("TFANOMALY_CPP_SANITIZE") == "1"
+# TensorFlow's own start-up allocations live until exit: leak reports would be its, not ours
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+
+
 def run_cpp(binary, *args):
+    """Runs the binary; fails the test on any sanitizer report (in a TFANOMALY_CPP_SANITIZE build)."""
     import subprocess
 
-    return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=600, env={**os.environ, **SANITIZER_ENV})
+    assert "Sanitizer" not in r.stderr and "runtime error:" not in r.stderr, r.stderr[-3000:]
+    return r
 
 
 def error_lines(r):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import error_lines, run_cpp, save_run, vial_cfg
+from tests.conftest import ROOT, error_lines, run_cpp, save_run, vial_cfg
 from tfanomaly.errors import UserError
 from tfanomaly.export import export, variables_checksum
 from tfanomaly.models import registry
@@ -184,6 +184,19 @@ def test_cpp_bad_inputs_exit_codes(binary, exported, tmp_path):
     r = run_cpp(binary, path, good, bad)
     assert r.returncode == 5 and f"{bad}: not a PNG file" in error_lines(r)[0]
     assert "Aborted" not in r.stderr and "terminate" not in r.stderr
+    # .npy headers whose sizes overflow or run past the file: one line naming the file, never a crash
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("make_corpus", ROOT / "cpp_inference" / "fuzz" / "make_corpus.py")
+    corpus = module_from_spec(spec)
+    spec.loader.exec_module(corpus)
+    for shape, code, why in (("(2147483648, 2147483648, 1)", 6, "a dimension above 65536"), ("(" + "9" * 40 + ", 32, 1)", 6, "a dimension above 65536"),
+                             ("(0, 32, 32, 1)", 6, "expected shape [32, 32, 1]"), ("(32, 32, 1)", 5, "truncated .npy data")):
+        hostile = tmp_path / "hostile.npy"
+        hostile.write_bytes(corpus.npy_header(shape))
+        r = run_cpp(binary, path, hostile)
+        (line,) = error_lines(r)
+        assert r.returncode == code and line.startswith(f"error: {hostile}: ") and why in line, (shape, r.stderr)
 
 
 FAMILY_CFGS = {

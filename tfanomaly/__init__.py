@@ -14,13 +14,20 @@ from tfanomaly.config import load_config  # noqa: E402
 from tfanomaly.errors import ConfigError, DataError, UserError  # noqa: E402
 from tfanomaly.version import __version__  # noqa: E402
 
-__all__ = ["load_config", "train", "evaluate_run", "export", "load_model", "UserError", "ConfigError", "DataError", "__version__"]
+__all__ = ["load_config", "train", "train_splits", "evaluate_run", "export", "load_model", "UserError", "ConfigError", "DataError", "__version__"]
 
 
 def train(cfg, run_dir=None, resume=False, **kw):
     from tfanomaly.train import train as _train
 
     return _train(cfg, run_dir, resume, **kw)
+
+
+def train_splits(cfg, seeds, parent=None, resume=False, **kw):
+    """One run per split seed in ``parent/split_<seed>`` (``tfanomaly train --split-seeds``)."""
+    from tfanomaly.train import train_splits as _train_splits
+
+    return _train_splits(cfg, seeds, parent, resume, **kw)
 
 
 def load_model(run_dir):

@@ -348,6 +348,29 @@ def _removed_if_setup_fails(run: Path, fresh: bool):
         raise
 
 
+def train_splits(cfg: Config, seeds: list[int], parent: str | os.PathLike | None = None, resume: bool = False, echo=print, **kw) -> list[Path]:
+    """Repeated data splits: one run per seed in ``parent/split_<seed>``, each with
+    ``seed`` and ``data.split.seed`` set to it. Finished splits are skipped and
+    unfinished ones resumed, so an interrupted series continues with the same
+    call. Evaluate them together with :func:`tfanomaly.evaluate.evaluate_splits`."""
+    import copy
+
+    from tfanomaly.run import split_run
+
+    parent = Path(parent) if parent else default_run_dir(cfg)
+    runs = []
+    for s in seeds:
+        sub = split_run(parent, s)
+        if sub.finished:
+            echo(f"{sub.path}: already trained, skipped")
+        else:
+            one = copy.deepcopy(cfg)
+            one.seed = one.data.split.seed = s
+            train(one, sub.path, resume=resume or sub.started, echo=echo, **kw)
+        runs.append(sub.path)
+    return runs
+
+
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto", echo=print) -> Path:
     """Train the family named by ``cfg.family``; returns the run directory."""
     run = Path(run_dir) if run_dir else default_run_dir(cfg)

@@ -13,17 +13,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <iostream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "tfanomaly/inference.h"
+#include "tfanomaly/inputs.h"
 
+using tfanomaly::CheckPng;
 using tfanomaly::Error;
+using tfanomaly::RegionOf;
 
 namespace {
 
@@ -62,99 +63,11 @@ std::string Stem(const std::string& path) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
-// Checks a PNG's header (IHDR) against what the model takes: 8 bits per sample,
-// the model's channels (gray 1, RGB 3, RGBA 4), and, unless ``whole``, its size.
-// Returns "" when it fits, else what is wrong (the caller names the file).
-std::string CheckPng(const std::string& png, const tfanomaly::ModelInfo& info, bool whole, bool* unreadable) {
-  *unreadable = false;
-  static const char kSig[] = "\x89PNG\r\n\x1a\n";
-  if (png.size() < 33 || png.compare(0, 8, kSig, 8) != 0 || png.compare(12, 4, "IHDR") != 0) {
-    *unreadable = true;
-    return "not a PNG file";
-  }
-  auto be32 = [&](size_t at) {
-    return (static_cast<uint32_t>(static_cast<unsigned char>(png[at])) << 24) | (static_cast<uint32_t>(static_cast<unsigned char>(png[at + 1])) << 16) |
-           (static_cast<uint32_t>(static_cast<unsigned char>(png[at + 2])) << 8) | static_cast<uint32_t>(static_cast<unsigned char>(png[at + 3]));
-  };
-  const uint32_t width = be32(16), height = be32(20);
-  const int depth = static_cast<unsigned char>(png[24]), color = static_cast<unsigned char>(png[25]);
-  int channels = 0;
-  switch (color) {
-    case 0: channels = 1; break;  // gray
-    case 2: channels = 3; break;  // RGB
-    case 6: channels = 4; break;  // RGBA
-    default: break;               // palette (3) or gray + alpha (4): never what a model takes
-  }
-  const char* kinds[] = {"gray", "?", "RGB", "palette", "gray+alpha", "?", "RGBA"};
-  const std::string kind = color <= 6 ? kinds[color] : "unknown color type";
-  if (depth != 8) return std::to_string(depth) + "-bit " + kind + ", expected 8-bit";
-  if (channels != info.channels)
-    return kind + " (" + std::to_string(channels ? channels : 0) + " channels), expected " + std::to_string(info.channels) + " channel(s)";
-  if (!whole && (static_cast<int>(width) != info.width || static_cast<int>(height) != info.height))
-    return std::to_string(width) + "x" + std::to_string(height) + ", expected " + std::to_string(info.width) + "x" + std::to_string(info.height) +
-           " (width x height)";
-  if (width == 0 || height == 0) return "empty image";
-  return "";
-}
-
 // Reads a little-endian float32 .npy array; returns its values and the number of images in it.
 // With ``whole``, one image [H, W, C] of any H, W (its size in *height, *width).
 std::vector<float> ReadNpy(const std::string& path, const tfanomaly::ModelInfo& info, int* count, bool whole = false, int* height = nullptr,
                            int* width = nullptr) {
-  std::string raw = ReadFile(path);
-  if (raw.size() < 10 || raw.compare(0, 6, "\x93NUMPY") != 0) throw Error(tfanomaly::kImageUnreadable, path + ": not a .npy file");
-  const int major = static_cast<unsigned char>(raw[6]);
-  size_t hlen, off;
-  if (major == 1) {
-    hlen = static_cast<unsigned char>(raw[8]) | (static_cast<unsigned char>(raw[9]) << 8);
-    off = 10;
-  } else {
-    if (raw.size() < 12) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy header");
-    hlen = 0;
-    for (int i = 0; i < 4; ++i) hlen |= static_cast<size_t>(static_cast<unsigned char>(raw[8 + i])) << (8 * i);
-    off = 12;
-  }
-  if (raw.size() < off + hlen) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy header");
-  const std::string header = raw.substr(off, hlen);
-  if (header.find("'<f4'") == std::string::npos) throw Error(tfanomaly::kImageUnreadable, path + ": expected float32 ('<f4') data");
-  if (header.find("'fortran_order': True") != std::string::npos) throw Error(tfanomaly::kImageUnreadable, path + ": Fortran order not supported");
-  std::smatch m;
-  std::regex shape_re("'shape': \\(([0-9, ]*)\\)");
-  if (!std::regex_search(header, m, shape_re)) throw Error(tfanomaly::kImageUnreadable, path + ": no shape in .npy header");
-  std::vector<long> dims;
-  std::stringstream ds(m[1].str());
-  std::string tok;
-  while (std::getline(ds, tok, ',')) {
-    if (tok.find_first_not_of(' ') != std::string::npos) dims.push_back(std::stol(tok));
-  }
-  long n = 1;
-  if (whole) {
-    if (dims.size() != 3 || dims[0] <= 0 || dims[1] <= 0 || dims[2] != info.channels)
-      throw Error(tfanomaly::kImageShape, path + ": expected one whole image of shape [H, W, " + std::to_string(info.channels) + "]");
-    const size_t values = static_cast<size_t>(dims[0]) * dims[1] * dims[2];
-    if (raw.size() - (off + hlen) != values * sizeof(float)) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy data");
-    std::vector<float> out(values);
-    std::memcpy(out.data(), raw.data() + off + hlen, values * sizeof(float));
-    *count = 1;
-    *height = static_cast<int>(dims[0]);
-    *width = static_cast<int>(dims[1]);
-    return out;
-  }
-  if (dims.size() == 4) {
-    n = dims[0];
-    dims.erase(dims.begin());
-  }
-  if (dims.size() != 3 || dims[0] != info.height || dims[1] != info.width || dims[2] != info.channels) {
-    throw Error(tfanomaly::kImageShape, path + ": expected shape [" + std::to_string(info.height) + ", " +
-                                            std::to_string(info.width) + ", " + std::to_string(info.channels) + "]");
-  }
-  const size_t values = static_cast<size_t>(n) * info.height * info.width * info.channels;
-  const size_t data = off + hlen;
-  if (raw.size() - data != values * sizeof(float)) throw Error(tfanomaly::kImageUnreadable, path + ": truncated .npy data");
-  std::vector<float> out(values);
-  std::memcpy(out.data(), raw.data() + data, values * sizeof(float));
-  *count = static_cast<int>(n);
-  return out;
+  return tfanomaly::ParseNpy(ReadFile(path), path, info, whole, count, height, width);
 }
 
 void WriteNpy(const std::string& path, const float* data, int h, int w) {
@@ -171,13 +84,6 @@ void WriteNpy(const std::string& path, const float* data, int h, int w) {
   f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(sizeof(float)) * h * w);
   f.close();
   if (!f || std::rename((path + ".tmp").c_str(), path.c_str()) != 0) throw Error(tfanomaly::kOutput, "cannot write " + path);
-}
-
-int RegionOf(const std::string& path) {
-  static const std::regex re("_R([0-9]+)\\.(png|npy)$");
-  std::smatch m;
-  if (!std::regex_search(path, m, re)) throw Error(tfanomaly::kUsage, path + ": per-region model: name the file ..._R<region>.png");
-  return std::stoi(m[1].str());
 }
 
 int Run(int argc, char** argv) {
