@@ -50,10 +50,20 @@ def run(root: Path, objective: str, minutes: float, work: Path) -> dict:
     from tfanomaly.train import train
 
     over = [
-        f"data.root={root}", "data.image_size=[32, 32]", "data.channels=1", "data.mask_suffix=.none",
-        f"model.objective={objective}", "model.base_width=32", "model.latent_dim=32",
-        f"train.time_budget_minutes={minutes}", "train.epochs=10000", "train.steps_per_epoch=20", "train.batch_size=64",
-        "train.samples_every=100000", "eval.calibration_fraction=0.5", "eval.calibrate=max_accuracy",
+        f"data.root={root}",
+        "data.image_size=[32, 32]",
+        "data.channels=1",
+        "data.mask_suffix=.none",
+        f"model.objective={objective}",
+        "model.base_width=32",
+        "model.latent_dim=32",
+        f"train.time_budget_minutes={minutes}",
+        "train.epochs=10000",
+        "train.steps_per_epoch=20",
+        "train.batch_size=64",
+        "train.samples_every=100000",
+        "eval.calibration_fraction=0.5",
+        "eval.calibrate=max_accuracy",
     ]
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"adgan_{'dcgan' if objective == 'gan' else objective}.yaml", over)
     run_dir = work / f"{root.name}_{objective}"
@@ -81,14 +91,11 @@ def main():
         root = write_digits(out / "data", digit, a.anomalous)
         rows[digit] = {o: run(root, o, a.minutes, out / "runs") for o in objectives}
         print(json.dumps({"digit": digit, **rows[digit]}), flush=True)
-    print(f"\nsklearn digits, 32x32, {a.minutes} min training per digit and objective, AUROC / optimal accuracy "
-          f"(mean over 3 seeded calibration/report splits of the test set)")
+    print(f"\nsklearn digits, 32x32, {a.minutes} min training per digit and objective, AUROC / optimal accuracy (mean over 3 seeded calibration/report splits of the test set)")
     print(f"{'digit':<7}" + "".join(f"{o + ' AUROC':>14}{o + ' opt.acc':>16}{'steps':>7}" for o in objectives))
     for digit, r in rows.items():
         print(f"{digit:<7}" + "".join(f"{r[o]['auroc']:>14.3f}{r[o]['opt_acc']:>16.3f}{r[o]['steps']:>7}" for o in objectives))
-    print(f"{'mean':<7}" + "".join(
-        f"{np.mean([r[o]['auroc'] for r in rows.values()]):>14.3f}{np.mean([r[o]['opt_acc'] for r in rows.values()]):>16.3f}{'':>7}"
-        for o in objectives))
+    print(f"{'mean':<7}" + "".join(f"{np.mean([r[o]['auroc'] for r in rows.values()]):>14.3f}{np.mean([r[o]['opt_acc'] for r in rows.values()]):>16.3f}{'':>7}" for o in objectives))
 
 
 if __name__ == "__main__":

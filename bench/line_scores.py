@@ -61,9 +61,17 @@ def evaluate_option(cols, score: str, keep: np.ndarray, cfg, seed: int) -> dict:
 
     n = int(keep.sum())
     products = np.array([p.decode() if isinstance(p, bytes) else str(p) for p in cols["product"][keep]])
-    s = Scored(cols[score][keep].astype(np.float64), cols["label"][keep].astype(int), products, cols["run"][keep],
-               cols["frame"][keep], cols["vial"][keep], cols["region"][keep],
-               np.zeros((n, 1, 1), np.float16), np.zeros((n, 1, 1), bool))
+    s = Scored(
+        cols[score][keep].astype(np.float64),
+        cols["label"][keep].astype(int),
+        products,
+        cols["run"][keep],
+        cols["frame"][keep],
+        cols["vial"][keep],
+        cols["region"][keep],
+        np.zeros((n, 1, 1), np.float16),
+        np.zeros((n, 1, 1), bool),
+    )
     cal_p, _ = split_products(s.products, cfg.eval.calibration_fraction, seed, _product_truth(s))
     cal = np.isin(s.products, list(cal_p))
     out = {}
@@ -107,11 +115,15 @@ def main() -> None:
         sets["ranks " + "+".join(map(str, ranks))] = ranks_all
     if ranks:
         sets[f"frames + rank {ranks[0]}"] = frames | (cols["rank"] == ranks[0])
-    head = ("| score | images | patches/strip | cal. patch AUROC | cal. strip acc | cal. strip TPR | rep. patch AUROC "
-            "| rep. strip acc / TPR / TNR | rep. product acc / TPR / TNR | rep. min region TPR |")
-    lines = [f"{len(cols['label'])} patches scored in {took:.0f} s; kit {a.data}, split seed {a.seed}, "
-             f"rule {cfg.eval.calibrate}, per region {cfg.eval.per_region}, k of n {list(cfg.eval.k_of_n)}", "",
-             head, "|" + "---|" * (head.count("|") - 1)]
+    head = (
+        "| score | images | patches/strip | cal. patch AUROC | cal. strip acc | cal. strip TPR | rep. patch AUROC | rep. strip acc / TPR / TNR | rep. product acc / TPR / TNR | rep. min region TPR |"
+    )
+    lines = [
+        f"{len(cols['label'])} patches scored in {took:.0f} s; kit {a.data}, split seed {a.seed}, rule {cfg.eval.calibrate}, per region {cfg.eval.per_region}, k of n {list(cfg.eval.k_of_n)}",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
     for score in SCORES:
         for name, keep in sets.items():
             r = evaluate_option(cols, score, keep, cfg, a.seed)
@@ -120,9 +132,11 @@ def main() -> None:
             def tri(m):
                 return f"{m['accuracy']:.3f} / {m['tpr']:.3f} / {m['tnr']:.3f}"
 
-            lines.append(f"| {score} | {name} | {p['patches_per_strip']} | {c['patch_auroc']:.3f} | {c['strip']['accuracy']:.3f} "
-                         f"| {c['strip']['tpr']:.3f} | {p['patch_auroc']:.3f} | {tri(p['strip'])} | {tri(p['product'])} "
-                         f"| {p['min_region_tpr']:.3f} |")
+            lines.append(
+                f"| {score} | {name} | {p['patches_per_strip']} | {c['patch_auroc']:.3f} | {c['strip']['accuracy']:.3f} "
+                f"| {c['strip']['tpr']:.3f} | {p['patch_auroc']:.3f} | {tri(p['strip'])} | {tri(p['product'])} "
+                f"| {p['min_region_tpr']:.3f} |"
+            )
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)

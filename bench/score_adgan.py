@@ -60,8 +60,7 @@ def main():
     xa = x[: a.adapt_samples]
     adapt = rate(lambda v: score_a(v).numpy(), xa, a.adapt_samples, 1)
     mc = base.model
-    print(f"config {a.config}: {h}x{w}x{c}, latent {mc.latent_dim}, n_seed {mc.n_seed}, k {mc.search_steps}, "
-          f"generator {m.generator.count_params() / 1e6:.2f} M parameters")
+    print(f"config {a.config}: {h}x{w}x{c}, latent {mc.latent_dim}, n_seed {mc.n_seed}, k {mc.search_steps}, generator {m.generator.count_params() / 1e6:.2f} M parameters")
     print(f"{'mode':<44}{'samples/s':>10}{'ratio':>8}")
     print(f"{'batched (B=' + str(a.batch) + ', one graph)':<44}{batched:>10.2f}{batched / single:>8.2f}")
     print(f"{'one sample at a time':<44}{single:>10.2f}{1.0:>8.2f}")

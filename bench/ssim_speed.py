@@ -75,10 +75,8 @@ def main():
     finally:
         losses.ssim = mine
     new_step, new_score = grdnet_step_s(cfg, a.reps)
-    rows += [(f"GRD-Net train step, batch {cfg.train.batch_size} ({a.config})", old_step, new_step),
-             ("GRD-Net score, 60 patches (one strip)", old_score, new_score)]
-    print(f"matmul peak {peak:.1f} GFLOP/s, 3x3 conv {conv:.1f} GFLOP/s (measured in this run); "
-          f"max |tf.image.ssim - losses.ssim| = {diff:.1e}")
+    rows += [(f"GRD-Net train step, batch {cfg.train.batch_size} ({a.config})", old_step, new_step), ("GRD-Net score, 60 patches (one strip)", old_score, new_score)]
+    print(f"matmul peak {peak:.1f} GFLOP/s, 3x3 conv {conv:.1f} GFLOP/s (measured in this run); max |tf.image.ssim - losses.ssim| = {diff:.1e}")
     print(f"{'what':<60}{'tf.image.ssim ms':>18}{'banded matmul ms':>18}{'ratio':>8}")
     for name, old, new in rows:
         print(f"{name:<60}{old * 1e3:>18.1f}{new * 1e3:>18.1f}{old / new:>8.2f}")

@@ -30,7 +30,6 @@ CASES = {
 }
 
 
-
 def timed(fn, steps):
     fn()  # trace
     fn()  # warm
@@ -69,10 +68,20 @@ def one(case: str, steps: int, score_batch: int) -> dict:
     gen = sum(int(v.numpy().size) for v in m.gen_g.trainable_variables)
     disc = sum(int(v.numpy().size) for v in m.disc_y.trainable_variables)
     return {
-        "case": case, "config": config, "size": h, "channels": c, "batch": bs, "n_res": m.n_res, "gen_base": cfg.model.gen_base,
-        "G_params_M": gen / 1e6, "D_params_M": disc / 1e6,
-        "train_img_s": bs / train_s, "step_ms": 1000 * train_s,
-        "score_sse_img_s": score_batch / score_s, "score_fid_img_s": score_batch / fid_s, "peak_mb": peak_rss_mb(),
+        "case": case,
+        "config": config,
+        "size": h,
+        "channels": c,
+        "batch": bs,
+        "n_res": m.n_res,
+        "gen_base": cfg.model.gen_base,
+        "G_params_M": gen / 1e6,
+        "D_params_M": disc / 1e6,
+        "train_img_s": bs / train_s,
+        "step_ms": 1000 * train_s,
+        "score_sse_img_s": score_batch / score_s,
+        "score_fid_img_s": score_batch / fid_s,
+        "peak_mb": peak_rss_mb(),
     }
 
 

@@ -29,7 +29,6 @@ VARIANTS = {
 }
 
 
-
 def one(config: str, variant: str, batch: int, steps: int, overrides: list[str]) -> dict:
     import keras
     import tensorflow as tf
@@ -54,8 +53,7 @@ def one(config: str, variant: str, batch: int, steps: int, overrides: list[str])
     for _ in range(steps):
         step({"image": x})["g_loss"].numpy()
     s = (time.perf_counter() - t) / steps
-    return {"variant": variant, "size": h, "trainable_M": trainable / 1e6, "step_ms": 1000 * s, "img_s": batch / s,
-            "trace_s": trace_s, "peak_mb": peak_rss_mb()}
+    return {"variant": variant, "size": h, "trainable_M": trainable / 1e6, "step_ms": 1000 * s, "img_s": batch / s, "trace_s": trace_s, "peak_mb": peak_rss_mb()}
 
 
 def main():
@@ -81,8 +79,7 @@ def main():
     print(f"config {a.config}, batch {a.batch}, {a.steps} timed steps after 2 warm-up steps, weights none")
     print(f"{'variant':<18}{'px':>5}{'trainable M':>13}{'step ms':>10}{'img/s':>8}{'ratio':>7}{'trace s':>9}{'peak MB':>9}")
     for r in rows:
-        print(f"{r['variant']:<18}{r['size']:>5}{r['trainable_M']:>13.1f}{r['step_ms']:>10.0f}{r['img_s']:>8.1f}"
-              f"{r['step_ms'] / base:>7.2f}{r['trace_s']:>9.1f}{r['peak_mb']:>9.0f}")
+        print(f"{r['variant']:<18}{r['size']:>5}{r['trainable_M']:>13.1f}{r['step_ms']:>10.0f}{r['img_s']:>8.1f}{r['step_ms'] / base:>7.2f}{r['trace_s']:>9.1f}{r['peak_mb']:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -113,16 +113,26 @@ def main():
         rows.append(bench(path, cfg, 2 if big else cfg.train.batch_size, 1 if big else args.steps, 4 if big else 60))
     if not args.no_candidates:
         for widths, size in (([8, 16, 32, 64], 256), ([8, 16, 32, 64], 128), ([16, 32, 64, 128], 128), ([8, 16, 32], 64), ([16, 32, 64], 64)):
-            over = ["data.root=unused", f"data.image_size=[{size}, {size}]", f"model.widths={widths}", f"model.stem_width={widths[0]}",
-                    f"model.disc_widths={widths}", "perturb.max_scale=3", "model.bottleneck=conv", "model.latent_dim=32"]
+            over = [
+                "data.root=unused",
+                f"data.image_size=[{size}, {size}]",
+                f"model.widths={widths}",
+                f"model.stem_width={widths[0]}",
+                f"model.disc_widths={widths}",
+                "perturb.max_scale=3",
+                "model.bottleneck=conv",
+                "model.latent_dim=32",
+            ]
             cfg = load_config("configs/vials.yaml", over)
             rows.append(bench(f"vials.yaml widths={widths} {size}px", cfg, 8, args.steps, 60))
     print(f"matmul peak measured in this run: {peak:.1f} GFLOP/s (fp32, 4096x4096); 3x3 conv: {conv_peak:.1f} GFLOP/s (16x64x64x64 -> 64)")
     hdr = f"{'config':<44}{'params M':>9}{'train img/s':>12}{'train GF/img':>13}{'train % peak':>13}{'score patch/s':>14}{'score GF/patch':>15}{'score % peak':>13}{'strip ms':>10}{'vs 500ms':>9}"
     print(hdr)
     for r in rows:
-        print(f"{r['name']:<44}{r['params_M']:>9.2f}{r['train_img_s']:>12.2f}{r['train_gflop_img']:>13.2f}{100 * r['train_gflops'] / peak:>12.0f}%"
-              f"{r['score_patch_s']:>14.1f}{r['score_gflop_patch']:>15.3f}{100 * r['score_gflops'] / peak:>12.0f}%{r['strip_ms']:>10.0f}{r['strip_ms'] / BUDGET_MS:>8.1f}x")
+        print(
+            f"{r['name']:<44}{r['params_M']:>9.2f}{r['train_img_s']:>12.2f}{r['train_gflop_img']:>13.2f}{100 * r['train_gflops'] / peak:>12.0f}%"
+            f"{r['score_patch_s']:>14.1f}{r['score_gflop_patch']:>15.3f}{100 * r['score_gflops'] / peak:>12.0f}%{r['strip_ms']:>10.0f}{r['strip_ms'] / BUDGET_MS:>8.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory where it stopped."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default: train.out_dir/<config name>)."),
     split_seeds: Optional[str] = typer.Option(
-        None, "--split-seeds",
+        None,
+        "--split-seeds",
         help="Repeated data splits: one run per seed (sets seed and data.split.seed) in RUN_DIR/split_<seed>; "
         "finished splits are skipped, unfinished ones resumed. Evaluate them all with `tfanomaly eval --model RUN_DIR`.",
     ),
@@ -97,7 +98,8 @@ def eval_(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config (default: the run's config.yaml)."),
     calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Threshold rule: youden, max_accuracy, zero_fn, n_sigma, percentile, iqr."),
     seeds: Optional[str] = typer.Option(
-        None, "--seeds",
+        None,
+        "--seeds",
         help="Comma-separated seeds of repeated calibration/report splits, e.g. 0,1,2. For a folder of split_<seed> runs "
         "(train --split-seeds): the splits to evaluate (default all), each calibrated with its own seed.",
     ),
@@ -105,8 +107,9 @@ def eval_(
     force: bool = typer.Option(False, "--force", help="Allow calibrating on the reported split (eval.calibration_fraction: 0)."),
     shift: bool = typer.Option(False, "--shift", help="Also evaluate under the test-time domain shift of eval.shift (report in OUT/shift)."),
     data: Optional[Path] = typer.Option(
-        None, "--data", help="Evaluate on this dataset folder instead of the run's data.root, e.g. a test kit "
-        "(`tfanomaly data synth kit`); same as --set data.root=DIR.",
+        None,
+        "--data",
+        help="Evaluate on this dataset folder instead of the run's data.root, e.g. a test kit (`tfanomaly data synth kit`); same as --set data.root=DIR.",
     ),
     set_: Optional[List[str]] = SET,
 ):
@@ -217,8 +220,10 @@ def synth_kit(
     if seed == 0:
         raise UserError("--seed 0 is the training data's seed: a kit needs its own (default 1000)")
     info = _synthesize(make, "the test kit", out, good, defective, runs, frames, seed)
-    _echo(f"wrote a test kit of {info['products']} products ({info['good']} good, {info['defective']} defective), "
-          f"{info['images']} strip images, to {out}; evaluate with `tfanomaly eval --model RUN --data {out}`")
+    _echo(
+        f"wrote a test kit of {info['products']} products ({info['good']} good, {info['defective']} defective), "
+        f"{info['images']} strip images, to {out}; evaluate with `tfanomaly eval --model RUN --data {out}`"
+    )
 
 
 @data_app.command("pack")

@@ -70,8 +70,7 @@ def assert_one_train_step(model, size, channels, batch=2):
 
     guards.check_model(model)
     x = tf.random.uniform([batch, size, size, channels])
-    data = {"image": x, "perturbed": x, "perturb_mask": tf.zeros([batch, size, size, 1]), "noise": tf.zeros_like(x),
-            "abnormal": x[::-1]}  # the defective domain of two-domain families (CycleGAN-AD)
+    data = {"image": x, "perturbed": x, "perturb_mask": tf.zeros([batch, size, size, 1]), "noise": tf.zeros_like(x), "abnormal": x[::-1]}  # the defective domain of two-domain families (CycleGAN-AD)
     out = tf.function(model.train_step)(data)
     assert all(np.isfinite(float(v)) for v in out.values())
 

@@ -14,9 +14,18 @@ from tfanomaly.train import load_model
 
 
 def tiny(size=32, channels=1, **over):
-    args = ["family=adgan", f"data.image_size=[{size}, {size}]", f"data.channels={channels}", "data.root=unused",
-            "perturb.enabled=false", "model.base_width=8", "model.latent_dim=8", "model.search_steps=10",
-            "train.batch_size=8", "train.lr_schedule=constant"]
+    args = [
+        "family=adgan",
+        f"data.image_size=[{size}, {size}]",
+        f"data.channels={channels}",
+        "data.root=unused",
+        "perturb.enabled=false",
+        "model.base_width=8",
+        "model.latent_dim=8",
+        "model.search_steps=10",
+        "train.batch_size=8",
+        "train.lr_schedule=constant",
+    ]
     return load_config(None, args + [f"{k}={v}" for k, v in over.items()])
 
 

@@ -24,10 +24,24 @@ SDC = {"model.variant": "sdc", "corrupt.enabled": "true"}
 
 
 def tiny(variant="residual", channels=1, size=32, **over):
-    args = ["family=autoencoder", f"data.image_size=[{size}, {size}]", f"data.channels={channels}", "data.root=unused",
-            "perturb.enabled=false", "model.base_width=8", "model.max_width=32", "model.down_blocks=3", "model.latent_dim=16",
-            "model.sdc_width=8", "model.dilations=[1, 2, 4]", "model.ssim_window=7", "model.heatmap_sigma=2",
-            "train.batch_size=4", "train.lr_schedule=constant", f"model.variant={variant}"]
+    args = [
+        "family=autoencoder",
+        f"data.image_size=[{size}, {size}]",
+        f"data.channels={channels}",
+        "data.root=unused",
+        "perturb.enabled=false",
+        "model.base_width=8",
+        "model.max_width=32",
+        "model.down_blocks=3",
+        "model.latent_dim=16",
+        "model.sdc_width=8",
+        "model.dilations=[1, 2, 4]",
+        "model.ssim_window=7",
+        "model.heatmap_sigma=2",
+        "train.batch_size=4",
+        "train.lr_schedule=constant",
+        f"model.variant={variant}",
+    ]
     if variant == "sdc":
         args.append("corrupt.enabled=true")
     return load_config(None, args + [f"{k}={v}" for k, v in over.items()])
@@ -227,8 +241,9 @@ def test_shift_is_seeded_and_moves_the_mask():
     assert a_img.numpy().min() >= 0 and a_img.numpy().max() <= 1
     area = float((a_mask.numpy() > 0.5).sum())
     assert 1.3**2 * 256 * 0.9 < area < 1.3**2 * 1.1**2 * 256 * 1.1  # zoom 1.3, affine scale 1..1.1
-    plain = load_config(None, ["eval.shift.zoom=1", "eval.shift.rotation=0", "eval.shift.scale=[1, 1]", "eval.shift.downscale=1",
-                               "eval.shift.brightness=0", "eval.shift.contrast=0", "eval.shift.noise_std=0"]).eval.shift
+    plain = load_config(
+        None, ["eval.shift.zoom=1", "eval.shift.rotation=0", "eval.shift.scale=[1, 1]", "eval.shift.downscale=1", "eval.shift.brightness=0", "eval.shift.contrast=0", "eval.shift.noise_std=0"]
+    ).eval.shift
     same, same_mask = shift(img, tf.constant(mask), tf.constant([0, 1], tf.int64), plain)
     np.testing.assert_allclose(same.numpy(), img.numpy(), atol=1e-6)
     np.testing.assert_array_equal(same_mask.numpy(), mask)
@@ -237,12 +252,30 @@ def test_shift_is_seeded_and_moves_the_mask():
 def test_train_eval_shift_and_export(vial_data, tmp_path):
     from tfanomaly.evaluate import evaluate
 
-    cfg = load_config(None, [
-        "family=autoencoder", f"data.root={vial_data}", "data.image_size=[32, 32]", "data.frames_per_acquisition=4",
-        "data.rank_images=[1, 4]", "data.eval_frames=[0, 2]", "perturb.enabled=false", "corrupt.enabled=true",
-        "model.variant=sdc", "model.sdc_width=8", "model.dilations=[1, 2, 4]", "model.ssim_window=7",
-        "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=4", "train.lr_schedule=constant",
-        "train.validation_fraction=0.34", "train.reduce_on_plateau.patience=1", "train.grad_accum_steps=2"])
+    cfg = load_config(
+        None,
+        [
+            "family=autoencoder",
+            f"data.root={vial_data}",
+            "data.image_size=[32, 32]",
+            "data.frames_per_acquisition=4",
+            "data.rank_images=[1, 4]",
+            "data.eval_frames=[0, 2]",
+            "perturb.enabled=false",
+            "corrupt.enabled=true",
+            "model.variant=sdc",
+            "model.sdc_width=8",
+            "model.dilations=[1, 2, 4]",
+            "model.ssim_window=7",
+            "train.epochs=2",
+            "train.steps_per_epoch=2",
+            "train.batch_size=4",
+            "train.lr_schedule=constant",
+            "train.validation_fraction=0.34",
+            "train.reduce_on_plateau.patience=1",
+            "train.grad_accum_steps=2",
+        ],
+    )
     run = train(cfg, tmp_path / "run", verbose=0)
     summary = json.loads(Run(run).summary_file.read_text())
     assert summary["global_step"] == 4 and summary["grad_accum_steps"] == 2
@@ -265,8 +298,10 @@ def test_train_eval_shift_and_export(vial_data, tmp_path):
 def test_every_shipped_config_train_step_runs(name):
     cfg = load_config(ROOT / "configs" / name)
     size = 2 ** max(5, cfg.model.down_blocks if cfg.model.variant == "residual" else 5)
-    small = load_config(ROOT / "configs" / name, [f"data.image_size=[{size}, {size}]", "model.base_width=8", "model.max_width=16",
-                                                  "model.sdc_width=8", "model.latent_dim=16", "model.ssim_window=7", "train.batch_size=2"])
+    small = load_config(
+        ROOT / "configs" / name,
+        [f"data.image_size=[{size}, {size}]", "model.base_width=8", "model.max_width=16", "model.sdc_width=8", "model.latent_dim=16", "model.ssim_window=7", "train.batch_size=2"],
+    )
     assert_one_train_step(build(small), size, small.data.channels)
 
 

@@ -27,8 +27,21 @@ def test_input_parsers_under_sanitizers_on_the_fuzz_corpus(tmp_path):
     if not cxx:
         pytest.skip("no C++ compiler")
     exe = tmp_path / "fuzz_inputs"
-    cmd = [cxx, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
-           "-I", str(ROOT / "cpp_inference" / "include"), str(ROOT / "cpp_inference" / "src" / "inputs.cc"), str(FUZZ / "fuzz_inputs.cc"), "-o", str(exe)]
+    cmd = [
+        cxx,
+        "-std=c++17",
+        "-O1",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+        "-I",
+        str(ROOT / "cpp_inference" / "include"),
+        str(ROOT / "cpp_inference" / "src" / "inputs.cc"),
+        str(FUZZ / "fuzz_inputs.cc"),
+        "-o",
+        str(exe),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     seeds = _corpus().corpus()

@@ -26,8 +26,7 @@ TINY = ["model.gen_base=8", "model.disc_base=8", "model.n_res=1", "model.disc_la
 def tiny(size=32, channels=1, *extra):
     return load_config(
         None,
-        ["family=cyclegan", f"data.image_size=[{size}, {size}]", f"data.channels={channels}", "data.root=unused",
-         "perturb.enabled=false", "train.batch_size=2", "train.beta_1=0.5", *TINY, *extra],
+        ["family=cyclegan", f"data.image_size=[{size}, {size}]", f"data.channels={channels}", "data.root=unused", "perturb.enabled=false", "train.batch_size=2", "train.beta_1=0.5", *TINY, *extra],
     )
 
 
@@ -104,8 +103,7 @@ def test_each_loss_term_against_numpy(adversarial):
         d_x = 0.5 * (_np_bce(n["dx_real"], 1.0) + _np_bce(n["dx_fake"], 0.0))
     cyc = _np_l1(xn, n["rec_x"]) + _np_l1(yn, n["rec_y"])
     ide = _np_l1(yn, n["same_y"]) + _np_l1(xn, n["same_x"])
-    want = {"adv_g": adv_g, "adv_f": adv_f, "cyc": cyc, "ide": ide, "d_y": d_y, "d_x": d_x, "d_loss": d_y + d_x,
-            "g_loss": adv_g + adv_f + 7 * cyc + 3 * ide}
+    want = {"adv_g": adv_g, "adv_f": adv_f, "cyc": cyc, "ide": ide, "d_y": d_y, "d_x": d_x, "d_loss": d_y + d_x, "g_loss": adv_g + adv_f + 7 * cyc + 3 * ide}
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
     # forward's images are the compositions the terms name
@@ -175,8 +173,7 @@ def test_balanced_split_sizes(n_good, n_bad):
 
 
 def test_balanced_split_moves_whole_products():
-    items = [Item("acquisition", [], [], lab, "train", product=f"p{i // 3}", run=i % 3) for i, lab in
-             enumerate([0] * 12 + [1] * 9)]  # 4 good, 3 defective products x 3 runs
+    items = [Item("acquisition", [], [], lab, "train", product=f"p{i // 3}", run=i % 3) for i, lab in enumerate([0] * 12 + [1] * 9)]  # 4 good, 3 defective products x 3 runs
     idx = Index(items, [], "vials")
     balanced_split(idx, seed=0)
     for p in {it.product for it in items}:
@@ -208,9 +205,21 @@ def folder_data(tmp_path):
 def folder_cfg(root, *extra):
     return load_config(
         ROOT / "configs" / "cyclegan_64.yaml",
-        [f"data.root={root}", "data.good_dirs=[good]", "data.defect_dirs=[bad]", "data.channels=1", "data.image_size=[32, 32]",
-         "data.mask_suffix=_mask.png", "train.batch_size=2", "train.epochs=2", "train.steps_per_epoch=2",
-         "eval.calibration_fraction=0.5", "eval.batch_size=4", *TINY, *extra],
+        [
+            f"data.root={root}",
+            "data.good_dirs=[good]",
+            "data.defect_dirs=[bad]",
+            "data.channels=1",
+            "data.image_size=[32, 32]",
+            "data.mask_suffix=_mask.png",
+            "train.batch_size=2",
+            "train.epochs=2",
+            "train.steps_per_epoch=2",
+            "eval.calibration_fraction=0.5",
+            "eval.batch_size=4",
+            *TINY,
+            *extra,
+        ],
     )
 
 

@@ -27,8 +27,7 @@ def test_report_files_and_numbers(setup):
     cfg, model, data, scored, tmp = setup
     out = tmp / "report"
     summary = evaluate(model, cfg, out, "youden", [0, 1], scored=scored, data=data)
-    for f in ("metrics.json", "thresholds.json", "patches.csv", "regions.csv", "products.csv", "roc.png", "pr.png",
-              "histogram.png", "worst_cases.png", "ranking.png", "report.html"):
+    for f in ("metrics.json", "thresholds.json", "patches.csv", "regions.csv", "products.csv", "roc.png", "pr.png", "histogram.png", "worst_cases.png", "ranking.png", "report.html"):
         assert (out / f).exists(), f
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["image_auroc"]["mean"] == pytest.approx(summary["image_auroc"]["mean"])

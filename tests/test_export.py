@@ -190,8 +190,12 @@ def test_cpp_bad_inputs_exit_codes(binary, exported, tmp_path):
     spec = spec_from_file_location("make_corpus", ROOT / "cpp_inference" / "fuzz" / "make_corpus.py")
     corpus = module_from_spec(spec)
     spec.loader.exec_module(corpus)
-    for shape, code, why in (("(2147483648, 2147483648, 1)", 6, "a dimension above 65536"), ("(" + "9" * 40 + ", 32, 1)", 6, "a dimension above 65536"),
-                             ("(0, 32, 32, 1)", 6, "expected shape [32, 32, 1]"), ("(32, 32, 1)", 5, "truncated .npy data")):
+    for shape, code, why in (
+        ("(2147483648, 2147483648, 1)", 6, "a dimension above 65536"),
+        ("(" + "9" * 40 + ", 32, 1)", 6, "a dimension above 65536"),
+        ("(0, 32, 32, 1)", 6, "expected shape [32, 32, 1]"),
+        ("(32, 32, 1)", 5, "truncated .npy data"),
+    ):
         hostile = tmp_path / "hostile.npy"
         hostile.write_bytes(corpus.npy_header(shape))
         r = run_cpp(binary, path, hostile)
@@ -212,8 +216,7 @@ def test_cpp_equals_python_for_every_family(binary, tmp_path, family):
     from tests.conftest import save_run
     from tfanomaly.config import load_config
 
-    cfg = load_config(None, [f"family={family}", "data.root=unused", "data.image_size=[32, 32]", "perturb.enabled=false",
-                             *FAMILY_CFGS[family]])
+    cfg = load_config(None, [f"family={family}", "data.root=unused", "data.image_size=[32, 32]", "perturb.enabled=false", *FAMILY_CFGS[family]])
     tf.keras.utils.set_random_seed(0)
     model = registry.build(cfg)
     run = save_run(model, cfg, tmp_path / "run")

@@ -19,9 +19,16 @@ from tfanomaly.train import load_model, train
 
 def tiny(size=32, channels=1, **over):
     args = [
-        "family=ganomaly", f"data.image_size=[{size}, {size}]", f"data.channels={channels}", "data.root=unused",
-        "model.latent_dim=16", "model.base_width=8", "model.vgg_weights=none", "model.resnet_weights=none",
-        "train.batch_size=8", "train.lr_schedule=constant",
+        "family=ganomaly",
+        f"data.image_size=[{size}, {size}]",
+        f"data.channels={channels}",
+        "data.root=unused",
+        "model.latent_dim=16",
+        "model.base_width=8",
+        "model.vgg_weights=none",
+        "model.resnet_weights=none",
+        "train.batch_size=8",
+        "train.lr_schedule=constant",
     ] + [f"{k}={v}" for k, v in over.items()]
     return load_config(None, args)
 
@@ -227,8 +234,7 @@ def test_save_load_and_export_give_the_same_scores(tmp_path):
 
 def shrink(cfg):
     size = 32
-    return [f"data.image_size=[{size}, {size}]", "model.latent_dim=16", "model.base_width=8", "model.max_width=32",
-            "model.vgg_weights=none", "model.resnet_weights=none", "train.batch_size=2"], size
+    return [f"data.image_size=[{size}, {size}]", "model.latent_dim=16", "model.base_width=8", "model.max_width=32", "model.vgg_weights=none", "model.resnet_weights=none", "train.batch_size=2"], size
 
 
 @pytest.mark.parametrize("name", shipped_configs("ganomaly"))
@@ -236,18 +242,30 @@ def test_every_shipped_config_train_step_runs(name):
     cfg = load_config(ROOT / "configs" / name)
     over, size = shrink(cfg)
     small = load_config(ROOT / "configs" / name, over)
-    assert (small.model.encoder, small.model.recon_loss, small.model.perceptual_taps) == (
-        cfg.model.encoder, cfg.model.recon_loss, cfg.model.perceptual_taps)
+    assert (small.model.encoder, small.model.recon_loss, small.model.perceptual_taps) == (cfg.model.encoder, cfg.model.recon_loss, cfg.model.perceptual_taps)
     assert_one_train_step(build(small), size, small.data.channels)
 
 
 def test_train_eval_export_through_the_shared_driver(vial_data, tmp_path):
     from tfanomaly.evaluate import evaluate
 
-    cfg = load_config(None, [
-        "family=ganomaly", f"data.root={vial_data}", "data.image_size=[32, 32]", "data.frames_per_acquisition=4",
-        "data.rank_images=[1, 4]", "data.eval_frames=[0, 2]", "perturb.enabled=false", "model.base_width=8",
-        "model.latent_dim=16", "train.epochs=1", "train.steps_per_epoch=3", "train.batch_size=4"])
+    cfg = load_config(
+        None,
+        [
+            "family=ganomaly",
+            f"data.root={vial_data}",
+            "data.image_size=[32, 32]",
+            "data.frames_per_acquisition=4",
+            "data.rank_images=[1, 4]",
+            "data.eval_frames=[0, 2]",
+            "perturb.enabled=false",
+            "model.base_width=8",
+            "model.latent_dim=16",
+            "train.epochs=1",
+            "train.steps_per_epoch=3",
+            "train.batch_size=4",
+        ],
+    )
     run = train(cfg, tmp_path / "run", verbose=0)
     summary = json.loads(Run(run).summary_file.read_text())
     assert summary["family"] == "ganomaly" and summary["global_step"] == 3

@@ -153,10 +153,17 @@ def shrink(cfg):
     """Same structure as the shipped config, at a tiny size: 32 px, widths / 16 (at least 16)."""
     n = len(cfg.model.widths)
     size = max(32, 2**n * 2)
-    over = [f"data.image_size=[{size}, {size}]", f"model.widths={[max(16, w // 16) for w in cfg.model.widths]}",
-            f"model.stem_width={max(16, cfg.model.stem_width // 16)}", f"model.disc_widths={[max(16, w // 16) for w in cfg.model.disc_widths]}",
-            f"model.unet_widths={[max(16, w // 16) for w in cfg.model.unet_widths]}", "model.ssim_window=7", "perturb.max_scale=2",
-            f"model.latent_dim={min(cfg.model.latent_dim, 16)}", "train.batch_size=2"]
+    over = [
+        f"data.image_size=[{size}, {size}]",
+        f"model.widths={[max(16, w // 16) for w in cfg.model.widths]}",
+        f"model.stem_width={max(16, cfg.model.stem_width // 16)}",
+        f"model.disc_widths={[max(16, w // 16) for w in cfg.model.disc_widths]}",
+        f"model.unet_widths={[max(16, w // 16) for w in cfg.model.unet_widths]}",
+        "model.ssim_window=7",
+        "perturb.max_scale=2",
+        f"model.latent_dim={min(cfg.model.latent_dim, 16)}",
+        "train.batch_size=2",
+    ]
     return over, size
 
 

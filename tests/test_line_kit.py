@@ -36,8 +36,12 @@ def defect_stats(root):
 
 # the generator's defects as of the kit's introduction: a kit must not get easier than this
 FROZEN = {  # kind: (mask area px, contrast gray levels), seed 7, 2 products per kind, 2 runs x 2 frames
-    "black_spot": (59.67, -107.86), "burn": (233.0, -34.87), "deformation": (246.0, -11.21),
-    "foam": (411.33, -2.03), "particle": (49.0, -104.3), "scratch": (112.0, 12.71),
+    "black_spot": (59.67, -107.86),
+    "burn": (233.0, -34.87),
+    "deformation": (246.0, -11.21),
+    "foam": (411.33, -2.03),
+    "particle": (49.0, -104.3),
+    "scratch": (112.0, 12.71),
 }
 
 
@@ -87,10 +91,9 @@ def test_strip_and_product_metrics_by_hand(tmp_path):
     products = np.array(["G"] * 4 + ["D"] * 4 + ["C"] * 4 + ["E"] * 4)
     runs = np.array([0, 0, 1, 1] * 4)
     labels = np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1])
-    scores = np.array([.1, .2, .3, .9, .2, .95, .1, .1, .1, .2, .1, .2, .2, .9, .1, .95])
+    scores = np.array([0.1, 0.2, 0.3, 0.9, 0.2, 0.95, 0.1, 0.1, 0.1, 0.2, 0.1, 0.2, 0.2, 0.9, 0.1, 0.95])
     n = len(scores)
-    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), np.zeros(n, int),
-               np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
+    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), np.zeros(n, int), np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
     cal = np.isin(products, ["C", "E"])
     res = evaluate_split(s, cfg, "youden", cal, ~cal, per_region=False)
     t = res["thresholds"]
@@ -117,12 +120,36 @@ def test_product_level_calibrates_region_thresholds_on_run_maxima():
     regions = np.array([0, 0, 1, 1] * 6)
     labels = np.zeros(24, int)
     labels[[10, 11]] = 1  # E run 0 region 1: both patches show the defect
-    scores = np.array([.10, .15, .30, .50, .12, .11, .40, .20,  # C
-                       .14, .13, .60, .45, .13, .12, .35, .25,  # E: region 1 run 0 has max .60
-                       .12, .16, .52, .20, .10, .10, .30, .30])  # G (reported)
+    scores = np.array(
+        [
+            0.10,
+            0.15,
+            0.30,
+            0.50,
+            0.12,
+            0.11,
+            0.40,
+            0.20,  # C
+            0.14,
+            0.13,
+            0.60,
+            0.45,
+            0.13,
+            0.12,
+            0.35,
+            0.25,  # E: region 1 run 0 has max .60
+            0.12,
+            0.16,
+            0.52,
+            0.20,
+            0.10,
+            0.10,
+            0.30,
+            0.30,
+        ]
+    )  # G (reported)
     n = len(scores)
-    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), regions,
-               np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
+    s = Scored(scores, labels, products, runs, np.zeros(n, int), np.zeros(n, int), regions, np.zeros((n, 2, 2), np.float16), np.zeros((n, 2, 2), bool))
     cal = products != "G"
     res = evaluate_split(s, cfg, "youden", cal, ~cal, per_region=True)
     # region 1 run maxima: good .50 .40 .35, defective .60 -> midway between .50 and .60
@@ -131,7 +158,7 @@ def test_product_level_calibrates_region_thresholds_on_run_maxima():
     patch_t, _ = thresholds.calibrate_per_region("youden", labels[cal], scores[cal], regions[cal])
     assert patch_t[1] == pytest.approx(0.425)
     # region 0 has no defect: n_sigma on its good run maxima (4 runs: .15 .12 .14 .13)
-    r0 = np.array([.15, .12, .14, .13])
+    r0 = np.array([0.15, 0.12, 0.14, 0.13])
     assert res["thresholds"][0] == pytest.approx(r0.mean() + 3 * r0.std())  # 0.1685
     # G's strips: run 0 (.16 < .1685 in region 0, .52 < .55 in region 1) and run 1 pass; the strip
     # flags are the decision's patch flags, any per run
@@ -274,6 +301,16 @@ def test_report_names_rank_images():
     from tfanomaly.report import sample_name
 
     z = np.zeros(2, int)
-    s = Scored(np.zeros(2), z, np.array(["K001", "K001"]), np.array([3, 3]), np.array([5, -1]), np.array([1, 1]),
-               np.array([2, 2]), np.zeros((2, 2, 2), np.float16), np.zeros((2, 2, 2), bool), ranks=np.array([0, 7]))
+    s = Scored(
+        np.zeros(2),
+        z,
+        np.array(["K001", "K001"]),
+        np.array([3, 3]),
+        np.array([5, -1]),
+        np.array([1, 1]),
+        np.array([2, 2]),
+        np.zeros((2, 2, 2), np.float16),
+        np.zeros((2, 2, 2), bool),
+        ranks=np.array([0, 7]),
+    )
     assert [sample_name(s, i, True) for i in range(2)] == ["K001 r3 f5 v1 R2", "K001 r3 rank7 v1 R2"]

@@ -1,4 +1,3 @@
-
 import numpy as np
 import tensorflow as tf
 
@@ -94,8 +93,7 @@ def test_interpolation_setting_reaches_the_resize(tmp_path):
     cv2.imwrite(str(tmp_path / "good" / "a.png"), raw)
     out = {}
     for method in ("bilinear", "bicubic"):
-        cfg = load_config(None, ["data.source=folder", f"data.root={tmp_path}", "data.image_size=[16, 16]",
-                                 f"data.interpolation={method}", "data.split.train_fraction=1.0"])
+        cfg = load_config(None, ["data.source=folder", f"data.root={tmp_path}", "data.image_size=[16, 16]", f"data.interpolation={method}", "data.split.train_fraction=1.0"])
         out[method] = next(Data(cfg).patches("train", True).as_numpy_iterator())["image"]
         want = tf.image.resize(raw[..., None].astype(np.float32), [16, 16], method).numpy()
         np.testing.assert_array_equal(out[method], np.clip(np.round(want), 0, 255).astype(np.uint8))

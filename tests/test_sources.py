@@ -12,8 +12,9 @@ from tfanomaly.errors import ConfigError, DataError
 
 
 def folder_cfg(root, *extra):
-    return load_config(None, [f"data.root={root}", "data.source=folder", "data.image_size=[16, 16]", "perturb.max_scale=2",
-                              "model.widths=[8]", "data.good_dirs=[good]", "data.defect_dirs=[bad]", *extra])
+    return load_config(
+        None, [f"data.root={root}", "data.source=folder", "data.image_size=[16, 16]", "perturb.max_scale=2", "model.widths=[8]", "data.good_dirs=[good]", "data.defect_dirs=[bad]", *extra]
+    )
 
 
 def make_folder(root, n_good=5, n_bad=2, size=(20, 24)):
@@ -162,9 +163,22 @@ def test_rgbd_source_and_depth_removals(tmp_path):
         write_img(tmp_path / d / "s0.png", rgb)
         write_img(tmp_path / d / "s0_depth.png", depth)
     write_img(tmp_path / "surface.png", surface)
-    cfg = load_config(None, [f"data.root={tmp_path}", "data.source=rgbd", "data.channels=4", "data.image_size=[8, 8]",
-                             "data.good_dirs=[good]", "data.defect_dirs=[bad]", "data.rgbd.background_depth=700",
-                             f"data.rgbd.surface_frame={tmp_path / 'surface.png'}", "perturb.max_scale=1", "model.widths=[2]", "model.ssim_window=3"])
+    cfg = load_config(
+        None,
+        [
+            f"data.root={tmp_path}",
+            "data.source=rgbd",
+            "data.channels=4",
+            "data.image_size=[8, 8]",
+            "data.good_dirs=[good]",
+            "data.defect_dirs=[bad]",
+            "data.rgbd.background_depth=700",
+            f"data.rgbd.surface_frame={tmp_path / 'surface.png'}",
+            "perturb.max_scale=1",
+            "model.widths=[2]",
+            "model.ssim_window=3",
+        ],
+    )
     e = next(Data(cfg).patches("test", False).as_numpy_iterator())
     assert e["image"].shape == (8, 8, 4)
     assert np.all(e["image"][:, :2] == 0) and np.all(e["image"][:, 6:] == 0)  # removed
@@ -188,8 +202,9 @@ def test_polygon_source_and_outside_polygon(tmp_path):
     for i in range(4):
         write_img(tmp_path / "imgs" / f"x{i}.png", img)
     (tmp_path / "imgs" / "x3.json").write_text(json.dumps({"polygons": [[[40, 40], [56, 40], [56, 56]]]}))
-    cfg = load_config(None, [f"data.root={tmp_path}", "data.source=polygons", "data.good_dirs=[imgs]", "data.image_size=[32, 32]",
-                             "data.split.train_fraction=0.5", "perturb.max_scale=2", "model.widths=[4]"])
+    cfg = load_config(
+        None, [f"data.root={tmp_path}", "data.source=polygons", "data.good_dirs=[imgs]", "data.image_size=[32, 32]", "data.split.train_fraction=0.5", "perturb.max_scale=2", "model.widths=[4]"]
+    )
     idx = build_index(cfg)
     assert all(it.label == 0 for it in idx.subset("train"))
     assert len(idx.items) == 4 + (1 if "x3" not in {it.product for it in idx.subset("train")} else 0)

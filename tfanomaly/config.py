@@ -87,7 +87,8 @@ class SplitConfig:
     """Train/test split of good images where the layout has none (folder, polygons, vials)."""
 
     mode: str = checked(
-        "one_class", one_of("one_class", "balanced"),
+        "one_class",
+        one_of("one_class", "balanced"),
         help="one_class: good images split by train_fraction, every defect tests; balanced (CycleGAN-AD): "
         "test = half of the minority class + as many random majority samples, everything else (good and bad) trains",
     )
@@ -111,9 +112,7 @@ class TilingConfig:
     enabled: bool = checked(False, help="cut images into tiles at a fixed pixel scale (data.image_size = tile)")
     stride: list[int] = checked(factory=lambda: [32, 32], check=all_of(length(2), each(positive)), help="[sy, sx] between tiles at scoring time")
     scale: float = checked(1.0, positive, help="resize factor applied to every image (and mask) before tiling")
-    grid_fraction: float = checked(
-        0.5, unit_interval, help="chance that a training tile starts (per axis) where the scorer cuts one: borders and corners seen as often as at scoring"
-    )
+    grid_fraction: float = checked(0.5, unit_interval, help="chance that a training tile starts (per axis) where the scorer cuts one: borders and corners seen as often as at scoring")
 
 
 @dataclass
@@ -133,12 +132,14 @@ class DataConfig:
     frames_per_acquisition: int = checked(16, positive)
     rank_images: list[int] = checked(factory=lambda: [1, 16], check=each(positive), help="pixelwise ranks added per acquisition (1 = darkest)")
     train_frames: list[int] | None = checked(
-        None, check=lambda v: None if v is None else each(non_negative)(v),
+        None,
+        check=lambda v: None if v is None else each(non_negative)(v),
         help="frames per acquisition used for training beside the rank_images (default: all of them; [] trains on rank images only)",
     )
     eval_frames: list[int] = checked(factory=lambda: [0, 5, 10], check=each(non_negative), help="frames per acquisition scored at eval (3 on the line)")
     eval_ranks: list[int] = checked(
-        factory=list, check=each(positive),
+        factory=list,
+        check=each(positive),
         help="pixelwise rank images scored at eval beside (or, with eval_frames: [], instead of) the frames; "
         "1 = the darkest value of each pixel over the acquisition, where bright moving bubbles vanish",
     )
@@ -379,11 +380,7 @@ def from_dict(cls, data: dict, prefix: str = "", src: str = "<config>"):
 
 def to_dict(obj) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {
-            f.name: to_dict(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if not f.metadata.get("internal")
-        }
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
@@ -447,10 +444,7 @@ def _cross_checks(cfg: Config, src: str) -> None:
     d = cfg.data
     for r in d.rank_images:
         if r > d.frames_per_acquisition:
-            raise ConfigError(
-                f"{src}: data.rank_images: expected ranks in [1, {d.frames_per_acquisition}] "
-                f"(data.frames_per_acquisition), got {r}"
-            )
+            raise ConfigError(f"{src}: data.rank_images: expected ranks in [1, {d.frames_per_acquisition}] (data.frames_per_acquisition), got {r}")
     for f in d.train_frames or []:
         if f >= d.frames_per_acquisition:
             raise ConfigError(f"{src}: data.train_frames: expected frame indices < {d.frames_per_acquisition}, got {f}")
@@ -468,17 +462,11 @@ def _cross_checks(cfg: Config, src: str) -> None:
         raise ConfigError(f"{src}: perturb.min_scale: expected <= perturb.max_scale ({cfg.perturb.max_scale}), got {cfg.perturb.min_scale}")
     h, w = d.image_size
     if cfg.perturb.enabled and (h % (2**cfg.perturb.max_scale) or w % (2**cfg.perturb.max_scale)):
-        raise ConfigError(
-            f"{src}: perturb.max_scale: the Perlin grid 2**{cfg.perturb.max_scale} must divide "
-            f"data.image_size {d.image_size}"
-        )
+        raise ConfigError(f"{src}: perturb.max_scale: the Perlin grid 2**{cfg.perturb.max_scale} must divide data.image_size {d.image_size}")
     if cfg.perturb.enabled and cfg.corrupt.enabled:
         raise ConfigError(f"{src}: corrupt.enabled: the Perlin perturbation (perturb.enabled) is on too; enable one of them")
     if cfg.train.reduce_on_plateau.patience and cfg.train.lr_schedule != "constant":
-        raise ConfigError(
-            f"{src}: train.reduce_on_plateau.patience: reduce-on-plateau scales a constant learning rate, "
-            f"but train.lr_schedule is {cfg.train.lr_schedule!r}; set it to constant"
-        )
+        raise ConfigError(f"{src}: train.reduce_on_plateau.patience: reduce-on-plateau scales a constant learning rate, but train.lr_schedule is {cfg.train.lr_schedule!r}; set it to constant")
     if cfg.augment.rot90 and h != w:
         raise ConfigError(f"{src}: augment.rot90: a 90-degree rotation needs a square data.image_size, got {d.image_size}")
     if d.split.mode == "balanced" and d.tfrecords:

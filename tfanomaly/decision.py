@@ -116,9 +116,7 @@ class Decision:
                 th = float(th)
         except (TypeError, ValueError, AttributeError):
             raise UserError(f"{where}: thresholds: expected a number or a mapping region -> number, got {th!r}") from None
-        return cls(rule=d.get("rule", ""), thresholds=th, k_of_n=list(d.get("k_of_n", [7, 10])),
-                   seed=int(d.get("seed", 0)), source=source,
-                   score_options=dict(d.get("score_options") or {}))
+        return cls(rule=d.get("rule", ""), thresholds=th, k_of_n=list(d.get("k_of_n", [7, 10])), seed=int(d.get("seed", 0)), source=source, score_options=dict(d.get("score_options") or {}))
 
     def apply_to(self, model) -> None:
         """Give ``model`` the score options these thresholds were calibrated for."""

@@ -61,6 +61,7 @@ def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
     if tiler is None:
         score_fn = tf.function(model.score)
     else:
+
         def score_fn(images):
             o = tiler(images[0])
             return {k: o[k][None] for k in ("score", "heatmap", "reconstruction")}
@@ -85,10 +86,16 @@ def score_dataset(model, ds, keep: int = 0, tiler=None) -> Scored:
         images, recons = [_ragged([a[0] for a in images])], [_ragged([a[0] for a in recons])]
     cat = {k: np.concatenate(v) for k, v in cols.items()}
     s = Scored(
-        scores=cat["score"].astype(np.float64), labels=cat["label"].astype(int),
+        scores=cat["score"].astype(np.float64),
+        labels=cat["label"].astype(int),
         products=np.array([p.decode() if isinstance(p, bytes) else str(p) for p in cat["product"]]),
-        runs=cat["run"], frames=cat["frame"], vials=cat["vial"], regions=cat["region"],
-        heatmaps=cat["heatmap"], masks=cat["mask"], ranks=cat["rank"],
+        runs=cat["run"],
+        frames=cat["frame"],
+        vials=cat["vial"],
+        regions=cat["region"],
+        heatmaps=cat["heatmap"],
+        masks=cat["mask"],
+        ranks=cat["rank"],
     )
     if keep:
         s.keep_images = {"image": np.concatenate(images), "reconstruction": np.concatenate(recons)}
@@ -260,8 +267,7 @@ def evaluate(
     same = cfg.eval.calibration_fraction == 0
     if same and not force_same_split:
         raise UserError(
-            "eval.calibration_fraction is 0: thresholds would be calibrated on the split being reported; "
-            "give a calibration fraction > 0, or pass --force to do it anyway (the report will say so)"
+            "eval.calibration_fraction is 0: thresholds would be calibrated on the split being reported; give a calibration fraction > 0, or pass --force to do it anyway (the report will say so)"
         )
     per_seed = []
     for seed in seeds:
@@ -375,8 +381,13 @@ def evaluate_splits(parent: str | Path, rule: str | None = None, seeds: list[int
 def splits_table(summary: dict) -> str:
     """Markdown: one row per split, then mean ± std."""
     rule = summary["rule"]
-    cols = [("image_auroc", "AUROC"), ("max_accuracy", "ACC (oracle)"), ("zfn_accuracy", "ZFN acc. (oracle)"),
-            (("accuracy_at_threshold"), f"acc. at {rule} (calibrated)"), ("pixel_auroc", "pixel AUROC")]
+    cols = [
+        ("image_auroc", "AUROC"),
+        ("max_accuracy", "ACC (oracle)"),
+        ("zfn_accuracy", "ZFN acc. (oracle)"),
+        (("accuracy_at_threshold"), f"acc. at {rule} (calibrated)"),
+        ("pixel_auroc", "pixel AUROC"),
+    ]
     lines = ["| split seed | test images | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for r in summary["splits"]:
         lines.append(f"| {r['split_seed']} | {r['n_reported']} | " + " | ".join(f"{r[k]:.4f}" for k, _ in cols) + " |")

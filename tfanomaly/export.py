@@ -181,14 +181,15 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
             "family": cfg.family,
             "image_size": list(cfg.data.image_size),
             "channels": cfg.data.channels,
-            "preprocessing": "serving_default: float32 [B, H, W, C] scaled to [0, 1] (pixel / 255), no normalisation; "
-            "serve_png: 8-bit PNG of exactly H x W with C channels",
+            "preprocessing": "serving_default: float32 [B, H, W, C] scaled to [0, 1] (pixel / 255), no normalisation; serve_png: 8-bit PNG of exactly H x W with C channels",
             "signatures": {
                 "serving_default": ["images"] + (["region"] if per_region else []),
                 "serve_png": (["png"] + (["region"] if per_region else [])) if cfg.export.include_png else None,
             },
             "outputs": ["score", "heatmap", "reconstruction"] + (["is_anomalous"] if decision else []),
-            "tiling": None if tiling is None else {
+            "tiling": None
+            if tiling is None
+            else {
                 "tile": list(cfg.data.image_size),
                 "stride": list(tiling.stride),
                 "scale": tiling.scale,
@@ -201,7 +202,9 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "scale, cut into tiles at stride (the last tile flush with the border), scored by tiles; score = max "
                 "over tiles, heatmap [1, round(H*scale), round(W*scale), 1] stitched with overlaps averaged",
             },
-            "thresholds": None if decision is None else {
+            "thresholds": None
+            if decision is None
+            else {
                 "format_version": DECISION_FORMAT,
                 "rule": decision.rule,
                 "per_region": per_region,
@@ -212,7 +215,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
             },
             "score_options": model.score_options(),
             "aggregation": {
-                "per_run": "max over patches", "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n),
+                "per_run": "max over patches",
+                "k_of_n": list(decision.k_of_n if decision else cfg.eval.k_of_n),
                 **(strip_images(cfg) if cfg.data.source == "vials" else {}),
             },
             "versions": {"tfanomaly": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},

@@ -20,7 +20,8 @@ class GRDNetConfig:
 
     variant: str = checked("industrial", one_of("industrial", "full"))
     widths: list[int] = checked(
-        factory=lambda: [128, 256, 512, 1024], check=all_of(lambda v: None if v else "at least one stage", each(positive)),
+        factory=lambda: [128, 256, 512, 1024],
+        check=all_of(lambda v: None if v else "at least one stage", each(positive)),
         help="channels of each encoder stage; every stage halves H and W",
     )
     stem_width: int = checked(32, positive, help="channels of the first 3x3 conv")
@@ -41,7 +42,8 @@ class GRDNetConfig:
     ssim_window: int = checked(11, lambda v: None if v >= 3 and v % 2 == 1 else "an odd size >= 3")
     score_pool: int = checked(8, positive, help="full: average-pool window on the U-Net map before the max")
     score: str = checked(
-        "ssim", one_of("ssim", "residual", "ssim_map"),
+        "ssim",
+        one_of("ssim", "residual", "ssim_map"),
         help="industrial patch score: ssim = 1 - SSIM of the whole patch (the paper); residual = max of the smoothed "
         "|X - G(X)| map; ssim_map = max of the smoothed 1 - SSIM map (for both maps the heatmap is the map itself)",
     )
@@ -59,10 +61,7 @@ class GRDNetConfig:
         h, w = cfg.data.image_size
         f = 2 ** len(self.widths)
         if h % f or w % f:
-            raise ConfigError(
-                f"{src}: model.widths: {len(self.widths)} stages halve the image {len(self.widths)} times, "
-                f"so data.image_size {cfg.data.image_size} must be divisible by {f}"
-            )
+            raise ConfigError(f"{src}: model.widths: {len(self.widths)} stages halve the image {len(self.widths)} times, so data.image_size {cfg.data.image_size} must be divisible by {f}")
         if min(h, w) < self.ssim_window:
             raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
         u = 2 ** (len(self.unet_widths) - 1)
@@ -92,7 +91,8 @@ class GANomalyConfig:
     resnet_weights: str = checked("imagenet", _weights, help="ResNet50 encoder weights: none, imagenet or a .h5 file")
     recon_loss: str = checked("l1", one_of("l1", "perceptual"), help="L_con pixel L1, or the VGG16 perceptual loss replacing it")
     perceptual_taps: list[str] = checked(
-        factory=lambda: ["relu3_3"], check=all_of(lambda v: None if v else "at least one tap", each(one_of(*VGG16_TAPS))),
+        factory=lambda: ["relu3_3"],
+        check=all_of(lambda v: None if v else "at least one tap", each(one_of(*VGG16_TAPS))),
         help="VGG16 layers compared (several are averaged: multi-scale)",
     )
     vgg_weights: str = checked("imagenet", _weights, help="VGG16 weights: none, imagenet or a .h5 file")

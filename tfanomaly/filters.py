@@ -38,7 +38,7 @@ def band_matrix(n: int, taps: np.ndarray, valid: bool) -> np.ndarray:
     for i in range(rows):
         c = i + r if valid else i  # centre of output i on the input axis
         lo, hi = max(0, c - r), min(n, c + r + 1)
-        m[i, lo:hi] = taps[lo - c + r:hi - c + r]
+        m[i, lo:hi] = taps[lo - c + r : hi - c + r]
     return m
 
 

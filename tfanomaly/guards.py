@@ -69,6 +69,5 @@ def check_model(model) -> None:
         why = _risky(layer)
         if why:
             raise UserError(
-                f"{why} would crash TensorFlow's oneDNN weight-gradient kernel (segfault); "
-                "give it >= 16 input channels, use a subsample + stride-1 1x1 conv, or run with TF_ENABLE_ONEDNN_OPTS=0"
+                f"{why} would crash TensorFlow's oneDNN weight-gradient kernel (segfault); give it >= 16 input channels, use a subsample + stride-1 1x1 conv, or run with TF_ENABLE_ONEDNN_OPTS=0"
             )

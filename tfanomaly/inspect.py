@@ -54,8 +54,16 @@ def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
         for r, img in sorted(per[k]["ranks"].items()):
             cols.setdefault(f"rank {r}", []).append(to_float(img))
         xn, m, n = perlin.perturb(
-            x, tf.constant([cfg.seed, i], tf.int64), probability=1.0, min_scale=p.min_scale,
-            max_scale=p.max_scale, threshold=p.threshold, blend=tuple(p.blend), source=p.source, gain=tuple(p.gain), strokes=p.strokes,
+            x,
+            tf.constant([cfg.seed, i], tf.int64),
+            probability=1.0,
+            min_scale=p.min_scale,
+            max_scale=p.max_scale,
+            threshold=p.threshold,
+            blend=tuple(p.blend),
+            source=p.source,
+            gain=tuple(p.gain),
+            strokes=p.strokes,
         )
         cols.setdefault("X_n", []).append(xn)
         cols.setdefault("M", []).append(m)
@@ -68,10 +76,7 @@ def inspect(cfg, out: Path) -> str:
     lines = []
     if data.index is not None:
         s = summarize(data.index)
-        lines.append(
-            f"source {s['source']}: {s['items']} items ({s['train_good']} train good, {s['test_good']} test good, "
-            f"{s['test_defective']} test defective), {s['skipped']} skipped"
-        )
+        lines.append(f"source {s['source']}: {s['items']} items ({s['train_good']} train good, {s['test_good']} test good, {s['test_defective']} test defective), {s['skipped']} skipped")
     lines.append(f"patches: {data.count('train', True)} train, {data.count('test', False)} test")
     lines.append(_region_table(data, cfg))
     write_png(Path(out), sample_grid(data, cfg))

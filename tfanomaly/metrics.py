@@ -51,7 +51,10 @@ def at_threshold(labels, scores, threshold) -> dict:
     precision, recall = div(tp, tp + fp), div(tp, tp + fn)
     return {
         "threshold": float(threshold),
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
         "accuracy": div(tp + tn, len(labels)),
         "precision": precision,
         "recall": recall,

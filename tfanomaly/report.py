@@ -132,9 +132,7 @@ def plot_worst(s, res, path: Path, n: int = 8, vials: bool = True):
     if len(fn) == 0:
         bad = idx[y == 1]
         fn = bad[np.argsort(s.scores[bad])][: n // 2]
-    rows = [("FP" if s.labels[i] == 0 and flags[np.searchsorted(idx, i)] else "good", i) for i in fp] + [
-        ("FN" if s.labels[i] == 1 and not flags[np.searchsorted(idx, i)] else "defect", i) for i in fn
-    ]
+    rows = [("FP" if s.labels[i] == 0 and flags[np.searchsorted(idx, i)] else "good", i) for i in fp] + [("FN" if s.labels[i] == 1 and not flags[np.searchsorted(idx, i)] else "defect", i) for i in fn]
     if not rows or not s.keep_images:
         return False
     fig, axes = plt.subplots(len(rows), 4, figsize=(7.2, 1.9 * len(rows)), squeeze=False)
@@ -230,6 +228,7 @@ def console_summary(summary: dict) -> str:
     if sh:
         lines.append("")
         lines.append(f"{'domain shift':<28}{'clean':<22}{'shifted':<22}")
+
         def fmt(v):
             return f"{v:.4f}" if isinstance(v, float) else ms(v) if v else "n/a"
 
@@ -258,9 +257,22 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     _write_csv(
         out / "patches.csv",
         ["index", "product", "run", "frame", "rank", "vial", "region", "label", "score", "split", "flagged"],
-        [[i, s.products[i], int(s.runs[i]), int(s.frames[i]), int(s.ranks[i]),
-          int(s.vials[i]), int(s.regions[i]), int(s.labels[i]),
-          repr(float(s.scores[i])), "calibration" if cal[i] else "reported", int(flags[i])] for i in range(len(s.scores))],
+        [
+            [
+                i,
+                s.products[i],
+                int(s.runs[i]),
+                int(s.frames[i]),
+                int(s.ranks[i]),
+                int(s.vials[i]),
+                int(s.regions[i]),
+                int(s.labels[i]),
+                repr(float(s.scores[i])),
+                "calibration" if cal[i] else "reported",
+                int(flags[i]),
+            ]
+            for i in range(len(s.scores))
+        ],
     )
     reg_rows = []
     for r, m in sorted(first["regions"].items()):
@@ -270,8 +282,7 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     reg_header = ["region", "patches", "defective", "auroc", "threshold", "accuracy", "tpr", "tnr", "fp", "fn"]
     _write_csv(out / "regions.csv", reg_header, reg_rows)
     prod = first["products"]
-    prod_rows = [[p, v["label"], v["runs"], v["flagged_runs"], v["needed"], "defective" if v["defective"] else "good", f"{v['max_score']:.6g}"]
-                 for p, v in prod["verdicts"].items()]
+    prod_rows = [[p, v["label"], v["runs"], v["flagged_runs"], v["needed"], "defective" if v["defective"] else "good", f"{v['max_score']:.6g}"] for p, v in prod["verdicts"].items()]
     prod_header = ["product", "label", "runs", "flagged_runs", "needed", "verdict", "max_score"]
     _write_csv(out / "products.csv", prod_header, prod_rows)
 
@@ -302,22 +313,25 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     ]
     if vials:
         sm = first["strips"]
-        head_rows.append([f"strip accuracy / TPR / TNR (a strip = one run's {sm['patches_per_strip']} patches, flagged by its max)",
-                          " / ".join(ms(summary.get(f"strip_{k}")) for k in ("accuracy", "tpr", "tnr"))])
-        head_rows.append([f"product accuracy / TPR / TNR ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)",
-                          " / ".join(ms(summary.get(f"product_{k}")) for k in ("accuracy", "tpr", "tnr"))])
+        head_rows.append(
+            [f"strip accuracy / TPR / TNR (a strip = one run's {sm['patches_per_strip']} patches, flagged by its max)", " / ".join(ms(summary.get(f"strip_{k}")) for k in ("accuracy", "tpr", "tnr"))]
+        )
+        head_rows.append([f"product accuracy / TPR / TNR ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", " / ".join(ms(summary.get(f"product_{k}")) for k in ("accuracy", "tpr", "tnr"))])
     if "pixel_auroc" in summary:
         head_rows.append(["pixel AUROC (first seed)", _fmt(summary["pixel_auroc"])])
         head_rows.append([f"AUPRO @30% FPR (first seed, up to 2000 {unit})", _fmt(summary["aupro"])])
     tiling = cfg.data.tiling
-    how = (f"Each image is scored by {cfg.data.image_size[0]}x{cfg.data.image_size[1]} tiles at stride {tiling.stride[0]}x{tiling.stride[1]} "
-           f"(scale {tiling.scale:g}); its score is the max over its tiles and its heatmap is stitched at its own resolution."
-           if tiling.enabled else f"Each {unit[:-1]} is resized to {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.")
+    how = (
+        f"Each image is scored by {cfg.data.image_size[0]}x{cfg.data.image_size[1]} tiles at stride {tiling.stride[0]}x{tiling.stride[1]} "
+        f"(scale {tiling.scale:g}); its score is the max over its tiles and its heatmap is stitched at its own resolution."
+        if tiling.enabled
+        else f"Each {unit[:-1]} is resized to {cfg.data.image_size[0]}x{cfg.data.image_size[1]}."
+    )
     per_unit = ""
     if vials:
         per_unit = f"""<h2>Per region</h2>{_table(reg_header, reg_rows)}
 <h2>Per product</h2><p>A run flags its product when any of its patches is flagged; a product is defective when
-at least {prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs flag it. Accuracy {_fmt(pm['accuracy'])}, TPR {_fmt(pm['tpr'])}, TNR {_fmt(pm['tnr'])}.</p>
+at least {prod["k_of_n"][0]} of {prod["k_of_n"][1]} runs flag it. Accuracy {_fmt(pm["accuracy"])}, TPR {_fmt(pm["tpr"])}, TNR {_fmt(pm["tnr"])}.</p>
 {_table(prod_header, prod_rows)}"""
     a = first["image"]["at_threshold"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tfanomaly evaluation</title>
@@ -326,19 +340,19 @@ table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padd
 th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;margin:.4em 0}}.warn{{color:#a00;font-weight:bold}}
 .row{{display:flex;gap:1em;flex-wrap:wrap}}</style></head><body>
 <h1>Evaluation: {html.escape(cfg.family)} on {html.escape(cfg.data.root)}</h1>
-<p>Threshold rule <b>{html.escape(summary['rule'])}</b>{' per region' if summary['per_region'] else ''}, calibrated on
-{first['n_calibration']} {unit} of held-out calibration {'products' if vials else 'images'}, reported on {first['n_reported']} {unit} of the other {'products' if vials else 'images'}.
-Seeds {', '.join(map(str, summary['seeds']))}; tables and figures show seed {first['seed']}. Scores are the model's raw scores. {html.escape(how)}</p>
+<p>Threshold rule <b>{html.escape(summary["rule"])}</b>{" per region" if summary["per_region"] else ""}, calibrated on
+{first["n_calibration"]} {unit} of held-out calibration {"products" if vials else "images"}, reported on {first["n_reported"]} {unit} of the other {"products" if vials else "images"}.
+Seeds {", ".join(map(str, summary["seeds"]))}; tables and figures show seed {first["seed"]}. Scores are the model's raw scores. {html.escape(how)}</p>
 {warn}
-<h2>Summary</h2>{_table(['metric', 'value (mean ± std over seeds)'], head_rows)}
-<h2>Confusion at the threshold (seed {first['seed']}, {unit})</h2>
-{_table(['', 'flagged', 'passed'], [['defective', a['tp'], a['fn']], ['good', a['fp'], a['tn']]])}
+<h2>Summary</h2>{_table(["metric", "value (mean ± std over seeds)"], head_rows)}
+<h2>Confusion at the threshold (seed {first["seed"]}, {unit})</h2>
+{_table(["", "flagged", "passed"], [["defective", a["tp"], a["fn"]], ["good", a["fp"], a["tn"]]])}
 {per_unit}
-<h2>Curves</h2><div class=row>{_img_tag(out / 'roc.png')}{_img_tag(out / 'pr.png')}</div>
-<h2>Score distributions</h2>{_img_tag(out / 'histogram.png')}
+<h2>Curves</h2><div class=row>{_img_tag(out / "roc.png")}{_img_tag(out / "pr.png")}</div>
+<h2>Score distributions</h2>{_img_tag(out / "histogram.png")}
 <h2>Worst cases</h2><p>Highest-scoring false positives and lowest-scoring false negatives (or, where there are none, the closest calls).</p>
-{_img_tag(out / 'worst_cases.png')}
+{_img_tag(out / "worst_cases.png")}
 <h2>Ranking</h2><p>The least and the most anomalous test samples by score (labels only in the titles).</p>
-{_img_tag(out / 'ranking.png')}
+{_img_tag(out / "ranking.png")}
 </body></html>"""
     atomic_write_text(out / "report.html", page)

@@ -173,7 +173,7 @@ def split_runs(parent: str | os.PathLike) -> dict[int, Run]:
     (written by ``tfanomaly train --split-seeds``)."""
     out = {}
     for p in Path(parent).glob("split_*"):
-        tail = p.name[len("split_"):]
+        tail = p.name[len("split_") :]
         if p.is_dir() and tail.isdigit():
             out[int(tail)] = Run(p)
     return dict(sorted(out.items()))

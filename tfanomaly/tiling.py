@@ -90,8 +90,7 @@ def _chunked(score_fn, tiles, chunk: int):
 
     def body(i, s, h, r):
         o = score_fn(tiles[i * chunk : tf.minimum((i + 1) * chunk, n)])
-        return (i + 1, s.write(i, tf.cast(o["score"], tf.float32)), h.write(i, tf.cast(o["heatmap"], tf.float32)),
-                r.write(i, tf.cast(o["reconstruction"], tf.float32)))
+        return (i + 1, s.write(i, tf.cast(o["score"], tf.float32)), h.write(i, tf.cast(o["heatmap"], tf.float32)), r.write(i, tf.cast(o["reconstruction"], tf.float32)))
 
     _, s, h, r = tf.while_loop(lambda i, *_: i < n_chunks, body, (tf.constant(0), *arrays()), parallel_iterations=1)
     return s.concat(), h.concat(), r.concat()

@@ -280,8 +280,9 @@ def restore_backup(model: keras.Model, run: Run) -> int | None:
     try:
         model.load_weights(str(path))
     except Exception as e:  # noqa: BLE001 (h5py and Keras raise several kinds for a damaged file)
-        raise UserError(f"{path}: the training backup cannot be read ({type(e).__name__}: {e}); "
-                        f"delete {run.backup_dir} to resume from checkpoints/last.keras' epoch by hand, or start a new run") from None
+        raise UserError(
+            f"{path}: the training backup cannot be read ({type(e).__name__}: {e}); delete {run.backup_dir} to resume from checkpoints/last.keras' epoch by hand, or start a new run"
+        ) from None
     return int(model.step_counter.numpy())
 
 
@@ -324,14 +325,14 @@ def describe_start(cfg: Config, data: Data, n_patches: int, steps: int, two_doma
     test = data.count("test", False) if data.pack_info is None else data.pack_info["subsets"].get("test", {}).get("patches", 0)
     what = f"{n_patches} training {unit}" + (" per domain (good and defective)" if two_domain else "")
     if d.tiling.enabled:
-        shape = (f"random {d.image_size[0]}x{d.image_size[1]} tiles of the whole images at scale {d.tiling.scale:g} "
-                 f"(scored by tiles at stride {d.tiling.stride[0]}x{d.tiling.stride[1]})")
+        shape = f"random {d.image_size[0]}x{d.image_size[1]} tiles of the whole images at scale {d.tiling.scale:g} (scored by tiles at stride {d.tiling.stride[0]}x{d.tiling.stride[1]})"
     else:
         shape = f"resized to {d.image_size[0]}x{d.image_size[1]}"
     split = f"split {d.split.mode}, seed {d.split.seed}" if d.source != "mvtec" else "MVTec train/test folders"
-    return (f"training {cfg.family} on {what} ({shape}); {val} held out for validation, {test} test {unit}; "
-            f"{split}; {steps} steps of {cfg.train.batch_size} per epoch, up to {cfg.train.epochs} epochs"
-            + (f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""))
+    return (
+        f"training {cfg.family} on {what} ({shape}); {val} held out for validation, {test} test {unit}; "
+        f"{split}; {steps} steps of {cfg.train.batch_size} per epoch, up to {cfg.train.epochs} epochs" + (f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else "")
+    )
 
 
 @contextlib.contextmanager
@@ -420,8 +421,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
                 done = restored * accum
                 epoch, into = divmod(done, steps)
                 if done >= total_steps:
-                    echo(f"{run}: already trained all {total_steps} steps ({cfg.train.epochs} epochs of {steps}); "
-                         "raise train.epochs (--set train.epochs=N) to train on")
+                    echo(f"{run}: already trained all {total_steps} steps ({cfg.train.epochs} epochs of {steps}); raise train.epochs (--set train.epochs=N) to train on")
                     return run
                 echo(f"resuming at global step {done} of {total_steps}: epoch {epoch + 1}, step {into + 1} of {steps}")
 

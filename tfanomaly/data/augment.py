@@ -81,7 +81,6 @@ def augment(image, mask, seed, cfg):
     return tf.clip_by_value(image, 0.0, 1.0), mask
 
 
-
 def _affine(image, angle, scale, interpolation):
     """Rotate by ``angle`` and zoom by ``scale`` (> 1 enlarges) about the centre."""
     h = tf.cast(tf.shape(image)[0], tf.float32)
@@ -93,8 +92,12 @@ def _affine(image, angle, scale, interpolation):
     y_off = cy - (sin * cx + cos * cy)
     transform = tf.stack([cos, -sin, x_off, sin, cos, y_off, 0.0, 0.0])[None]
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2], fill_value=0.0,
-        interpolation=interpolation, fill_mode="REFLECT",
+        images=image[None],
+        transforms=transform,
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode="REFLECT",
     )[0]
 
 

@@ -78,9 +78,7 @@ def stroke_mask(h: int, w: int, seed, width=(1.0, 3.0)):
     return tf.cast((tf.abs(across) <= thick / 2.0) & (tf.abs(along) <= length / 2.0), tf.float32)
 
 
-def perturb(
-    image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8), strokes=0.0
-):
+def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8), strokes=0.0):
     """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
 
     With probability ``q`` a Perlin field P (random resolution 2**k per axis,

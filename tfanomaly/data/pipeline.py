@@ -388,9 +388,7 @@ def training_map(cfg, textures=None, stream: int = 0):
         image = to_float(e["image"])
         mask = to_float(e["mask"])
         if tile is not None:  # a random tile of the whole image (its own seed: untiled runs draw as before)
-            image, mask = tiling_mod.random_tile(
-                image, mask, tile, tf.random.experimental.stateless_fold_in(seed, TILE_STREAM), cfg.data.tiling.stride, cfg.data.tiling.grid_fraction
-            )
+            image, mask = tiling_mod.random_tile(image, mask, tile, tf.random.experimental.stateless_fold_in(seed, TILE_STREAM), cfg.data.tiling.stride, cfg.data.tiling.grid_fraction)
             image = tf.ensure_shape(image, tile + [cfg.data.channels])
             mask = tf.ensure_shape(mask, tile + [1])
         image, mask = augment_fn(image, mask, s[0], aug)
@@ -525,8 +523,7 @@ class Data:
                 raise ConfigError(f"{self.cfg.source_file}: data.tfrecords: a pack holds good training patches only; this family trains on defects too")
             if not self.count("train", True, (1,)):
                 raise DataError(
-                    f"{self.cfg.data.root}: no defective training samples: this family trains on good and defective "
-                    f"images; set data.split.mode: balanced (or add defects to the training split)"
+                    f"{self.cfg.data.root}: no defective training samples: this family trains on good and defective images; set data.split.mode: balanced (or add defects to the training split)"
                 )
             bad = self._train_stream(1, 1, textures)
             ds = tf.data.Dataset.zip(ds, bad).map(lambda g, b: {**g, "abnormal": b["image"]})

@@ -102,9 +102,7 @@ class _Checker:
             c = 1 if img.ndim == 2 else img.shape[2]
             if c == 4:
                 return self.fail(path, f"expected {channels} channel(s), got 4 (RGBA); save without alpha")
-            if c == 3 and channels == 1 and not (
-                np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
-            ):
+            if c == 3 and channels == 1 and not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])):
                 return self.fail(path, "expected a grayscale image (data.channels: 1), got a colour image")
             if img.dtype != np.uint8:
                 return self.fail(path, f"expected an 8-bit image, got {img.dtype}")
@@ -119,9 +117,7 @@ class _Checker:
             return self.fail(mask_path, err)
         shape = self.shapes.get(str(image_path))
         if shape is not None and m.shape[:2] != shape:
-            return self.fail(
-                mask_path, f"mask size {m.shape[1]}x{m.shape[0]} differs from its image {image_path} ({shape[1]}x{shape[0]})"
-            )
+            return self.fail(mask_path, f"mask size {m.shape[1]}x{m.shape[0]} differs from its image {image_path} ({shape[1]}x{shape[0]})")
         return True
 
 
@@ -232,9 +228,7 @@ def index_mvtec(cfg) -> Index:
 def strip_boxes(cfg) -> list[tuple[int, int, list[int]]]:
     s = cfg.data.strip
     if len(s.region_names) != len(s.region_y):
-        raise ConfigError(
-            f"{cfg.source_file}: data.strip.region_names: expected {len(s.region_y)} names (one per data.strip.region_y), got {len(s.region_names)}"
-        )
+        raise ConfigError(f"{cfg.source_file}: data.strip.region_names: expected {len(s.region_y)} names (one per data.strip.region_y), got {len(s.region_names)}")
     return [(v, r, [y0, x0, y1, x1]) for v, (x0, x1) in enumerate(s.vial_x) for r, (y0, y1) in enumerate(s.region_y)]
 
 
@@ -250,9 +244,7 @@ def compile_regex(cfg) -> re.Pattern:
         raise ConfigError(f"{cfg.source_file}: data.filename_regex: not a valid regular expression ({e})") from None
     missing = {"product", "run", "frame"} - set(rx.groupindex)
     if missing:
-        raise ConfigError(
-            f"{cfg.source_file}: data.filename_regex: expected named groups product, run and frame, missing {', '.join(sorted(missing))}"
-        )
+        raise ConfigError(f"{cfg.source_file}: data.filename_regex: expected named groups product, run and frame, missing {', '.join(sorted(missing))}")
     return rx
 
 
@@ -466,10 +458,7 @@ def balanced_split(index: Index, seed: int, where: str = "") -> None:
     minority, majority = (bad, good) if len(bad) <= len(good) else (good, bad)
     k = len(minority) // 2
     if k == 0:
-        raise DataError(
-            f"{where}: data.split.mode balanced needs at least 2 good and 2 defective samples, "
-            f"found {len(good)} good and {len(bad)} defective"
-        )
+        raise DataError(f"{where}: data.split.mode balanced needs at least 2 good and 2 defective samples, found {len(good)} good and {len(bad)} defective")
     rng = np.random.default_rng(seed)
     test = {minority[i] for i in rng.permutation(len(minority))[:k]}
     test |= {majority[i] for i in rng.permutation(len(majority))[:k]}

@@ -28,17 +28,13 @@ def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str
     gradient accumulation. ``total_steps`` counts optimizer updates."""
     lr = train_cfg.learning_rate * lr_scale
     if train_cfg.lr_schedule == "cosine_restarts":
-        lr = keras.optimizers.schedules.CosineDecayRestarts(
-            lr, first_decay_steps=train_cfg.first_decay_steps, t_mul=2.0, m_mul=train_cfg.restart_m_mul, alpha=0.0
-        )
+        lr = keras.optimizers.schedules.CosineDecayRestarts(lr, first_decay_steps=train_cfg.first_decay_steps, t_mul=2.0, m_mul=train_cfg.restart_m_mul, alpha=0.0)
     elif train_cfg.lr_schedule == "linear_decay":
         lr = HalfwayLinearDecay(lr, max(total_steps, 2))
     # Keras averages the gradients of ``grad_accum_steps`` batches and applies
     # them once; ``iterations`` (the schedules' step) counts applied updates.
     accum = train_cfg.grad_accum_steps if train_cfg.grad_accum_steps > 1 else None
-    return keras.optimizers.Adam(
-        lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2, gradient_accumulation_steps=accum, name=name
-    )
+    return keras.optimizers.Adam(lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2, gradient_accumulation_steps=accum, name=name)
 
 
 @keras.saving.register_keras_serializable(package="tfanomaly")
@@ -116,10 +112,7 @@ class AnomalyModel(keras.Model):
 
     def compile_for_training(self, train_cfg, total_steps: int, global_batch_size: int):
         self.compile(
-            optimizers={
-                name: make_optimizer(train_cfg, total_steps, scale, name=name.replace("optimizer", "adam"))
-                for name, (scale, _) in self.optimizer_groups().items()
-            },
+            optimizers={name: make_optimizer(train_cfg, total_steps, scale, name=name.replace("optimizer", "adam")) for name, (scale, _) in self.optimizer_groups().items()},
             global_batch_size=global_batch_size,
             jit_compile=train_cfg.jit_compile,
         )

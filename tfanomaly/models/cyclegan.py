@@ -267,8 +267,13 @@ class CycleGANAD(AnomalyModel):
         d_x = self.adv_discriminator(o["dx_real"], o["dx_fake"])
         return {
             "g_loss": adv_g + adv_f + c.lambda_cyc * cyc + c.lambda_ide * ide,
-            "adv_g": adv_g, "adv_f": adv_f, "cyc": cyc, "ide": ide,
-            "d_loss": d_y + d_x, "d_y": d_y, "d_x": d_x,
+            "adv_g": adv_g,
+            "adv_f": adv_f,
+            "cyc": cyc,
+            "ide": ide,
+            "d_loss": d_y + d_x,
+            "d_y": d_y,
+            "d_x": d_x,
         }
 
     def train_step(self, data):
