@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tfanomaly import guards, runtime
+from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.config import Config, save_config
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
@@ -146,7 +147,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
         from tfanomaly import metrics
 
-        x = tf.cast(batch["image"], tf.float32)
+        x = tf.cast(batch[IMAGE], tf.float32)
         out = model.score(x)
         rec = tf.clip_by_value(tf.cast(out["reconstruction"], tf.float32), 0.0, 1.0)
         vals = {
@@ -156,9 +157,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         spread_in = float(tf.reduce_mean(tf.math.reduce_std(x, axis=0)))
         spread_out = float(tf.reduce_mean(tf.math.reduce_std(rec, axis=0)))
         vals["mon_spread"] = spread_out / spread_in if spread_in > 1e-6 else float("nan")
-        m = np.asarray(batch["perturb_mask"], np.float32)
+        m = np.asarray(batch[PERTURB_MASK], np.float32)
         if m.max() > 0.5:
-            pert = model.score(tf.cast(batch["perturbed"], tf.float32))
+            pert = model.score(tf.cast(batch[PERTURBED], tf.float32))
             labels = (m.reshape(len(m), -1).max(1) > 0.5).astype(int)
             vals["mon_synth_image_auroc"] = metrics.roc_auc(labels, np.asarray(pert["score"], np.float64))
             vals["mon_synth_pixel_auroc"] = metrics.roc_auc((m[..., 0] > 0.5).ravel(), np.asarray(pert["heatmap"], np.float32)[..., 0].ravel())

@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfanomaly import tiling as tiling_mod
+from tfanomaly.batch import ABNORMAL, IMAGE
+from tfanomaly.batch import make as make_batch
 from tfanomaly.data import corrupt as corrupt_mod
 from tfanomaly.data import perlin as perlin_mod
 from tfanomaly.data.augment import augment as augment_fn
@@ -418,7 +420,7 @@ def training_map(cfg, textures=None, stream: int = 0):
             )
         else:
             xn, m, n = image, tf.zeros_like(mask), tf.zeros_like(image)
-        return {"image": image, "perturbed": xn, "perturb_mask": m, "noise": n}
+        return make_batch(image, xn, m, n)
 
     return fn
 
@@ -526,7 +528,7 @@ class Data:
                     f"{self.cfg.data.root}: no defective training samples: this family trains on good and defective images; set data.split.mode: balanced (or add defects to the training split)"
                 )
             bad = self._train_stream(1, 1, textures)
-            ds = tf.data.Dataset.zip(ds, bad).map(lambda g, b: {**g, "abnormal": b["image"]})
+            ds = tf.data.Dataset.zip(ds, bad).map(lambda g, b: {**g, ABNORMAL: b[IMAGE]})
         return ds.batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
 
     def train_patches(self, two_domain: bool = False) -> int:
@@ -555,7 +557,7 @@ class Data:
             if tile is not None:  # one seeded tile per image, the same every epoch
                 x, _ = tiling_mod.random_tile(x, x[..., :1], tile, tf.stack([tf.constant(seed + 3000, tf.int64), i]), cfg_t.stride, cfg_t.grid_fraction)
                 x = tf.ensure_shape(x, tile + [self.cfg.data.channels])
-            return {"image": x, "perturbed": x, "perturb_mask": tf.zeros_like(x[..., :1]), "noise": tf.zeros_like(x)}
+            return make_batch(x)
 
         ds = ds.enumerate().map(clean, num_parallel_calls=AUTOTUNE)
         return ds.batch(bs).cache().prefetch(AUTOTUNE)

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from tfanomaly import losses
+from tfanomaly.batch import IMAGE
 from tfanomaly.family_configs import ADGANConfig
 from tfanomaly.models.base import AnomalyModel
 from tfanomaly.models.dcgan import dcgan_decoder, dcgan_encoder
@@ -103,7 +104,7 @@ class ADGAN(AnomalyModel):
 
     def train_step(self, data):
         c = self.cfg
-        x = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
+        x = tf.cast(data[IMAGE], tf.float32) * 2.0 - 1.0
         b = tf.shape(x)[0]
         for _ in range(c.n_critic):
             fake = self.generator(self.sample_z(b), training=True)
@@ -125,7 +126,7 @@ class ADGAN(AnomalyModel):
         return self._report(values)
 
     def test_step(self, data):
-        x = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
+        x = tf.cast(data[IMAGE], tf.float32) * 2.0 - 1.0
         fake = self.generator(self.sample_z(tf.shape(x)[0]))
         return self._report({"g_loss": self._avg(self.generator_loss(fake))})
 
@@ -230,7 +231,7 @@ class ADGAN(AnomalyModel):
         return [self.generator]
 
     def sample_outputs(self, batch):
-        x = batch["image"]
+        x = batch[IMAGE]
         out = self.score(x)
         z = tf.random.stateless_normal([tf.shape(x)[0], 1, 1, self.cfg.latent_dim], seed=[self.cfg.search_seed, 1])
         heat = out["heatmap"] / (tf.reduce_max(out["heatmap"]) + 1e-8)

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfanomaly import losses
+from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.family_configs import AutoencoderConfig
 from tfanomaly.filters import gaussian_kernel
 from tfanomaly.models.base import AnomalyModel
@@ -235,16 +236,16 @@ class Autoencoder(AnomalyModel):
         return c.alpha * mse + (1.0 - c.alpha) * dssim, mse, dssim
 
     def step_losses(self, data, training):
-        x = self.target(data["image"])
+        x = self.target(data[IMAGE])
         if self.sdc:
-            m = data.get("perturb_mask")
+            m = data.get(PERTURB_MASK)
             if m is None:
                 m = tf.zeros_like(x[..., :1])
-            rec = self.net(data["perturbed"], training=training)
+            rec = self.net(data[PERTURBED], training=training)
             out, ins = masked_terms(x, rec, m)
             total = (1.0 - self.cfg.lambda_mask) * out + self.cfg.lambda_mask * ins
             return {"loss": total, "outside": out, "inside": ins}
-        rec = self.net(data["image"], training=training)
+        rec = self.net(data[IMAGE], training=training)
         total, mse, dssim = self.combined(x, rec)
         return {"loss": total, "mse": mse, "ssim": dssim}
 
@@ -283,11 +284,11 @@ class Autoencoder(AnomalyModel):
         return {"score": s, "heatmap": heat, "reconstruction": rec[..., :c]}
 
     def sample_outputs(self, batch):
-        out = self.score(batch["image"])
-        cols = {"X": batch["image"]}
+        out = self.score(batch[IMAGE])
+        cols = {"X": batch[IMAGE]}
         if self.sdc:
-            cols["x_hat"] = batch["perturbed"]
-            cols["f(x_hat)"] = self.net(batch["perturbed"])[..., : self.image_shape[-1]]
+            cols["x_hat"] = batch[PERTURBED]
+            cols["f(x_hat)"] = self.net(batch[PERTURBED])[..., : self.image_shape[-1]]
         cols["f(X)"] = out["reconstruction"]
         h = out["heatmap"]
         cols["heatmap"] = h / (tf.reduce_max(h, axis=[1, 2, 3], keepdims=True) + 1e-8)

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfanomaly import losses
+from tfanomaly.batch import ABNORMAL, IMAGE
 from tfanomaly.family_configs import CycleGANConfig
 from tfanomaly.models.base import AnomalyModel
 
@@ -277,8 +278,8 @@ class CycleGANAD(AnomalyModel):
         }
 
     def train_step(self, data):
-        y = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
-        x = tf.cast(data["abnormal"], tf.float32) * 2.0 - 1.0
+        y = tf.cast(data[IMAGE], tf.float32) * 2.0 - 1.0
+        x = tf.cast(data[ABNORMAL], tf.float32) * 2.0 - 1.0
         # One forward pass; D's loss on the fakes uses the same logits, so the
         # generators run once per step (D's gradient w.r.t. its own variables
         # is the same as with detached fakes).
@@ -297,7 +298,7 @@ class CycleGANAD(AnomalyModel):
 
     def test_step(self, data):
         # validation holds good images only: identity and cycle on the normal domain
-        y = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
+        y = tf.cast(data[IMAGE], tf.float32) * 2.0 - 1.0
         same_y = self.gen_g(y)
         rec_y = self.gen_g(self.gen_f(y))
         logs = self._report({"ide": self._avg(losses.l1(y, same_y)), "cyc": self._avg(losses.l1(y, rec_y))})
@@ -330,9 +331,9 @@ class CycleGANAD(AnomalyModel):
         return [self.gen_g] + ([self.inception] if self.inception is not None else [])
 
     def sample_outputs(self, batch):
-        out = self.score(batch["image"])
-        res = {"Y (good)": batch["image"], "G(Y)": out["reconstruction"], "(Y - G(Y))^2": out["heatmap"]}
-        if "abnormal" in batch:
-            bad = batch["abnormal"]
-            res.update({"X (bad)": bad, "G(X)": self.normalize(bad), "F(Y)": (self.gen_f(batch["image"] * 2.0 - 1.0) + 1.0) * 0.5})
+        out = self.score(batch[IMAGE])
+        res = {"Y (good)": batch[IMAGE], "G(Y)": out["reconstruction"], "(Y - G(Y))^2": out["heatmap"]}
+        if ABNORMAL in batch:
+            bad = batch[ABNORMAL]
+            res.update({"X (bad)": bad, "G(X)": self.normalize(bad), "F(Y)": (self.gen_f(batch[IMAGE] * 2.0 - 1.0) + 1.0) * 0.5})
         return res

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfanomaly import losses
+from tfanomaly.batch import IMAGE
 from tfanomaly.family_configs import GANomalyConfig
 from tfanomaly.models.base import AnomalyModel
 from tfanomaly.models.dcgan import dcgan_decoder, dcgan_encoder
@@ -150,7 +151,7 @@ class GANomaly(AnomalyModel):
         return tf.constant(True)
 
     def train_step(self, data):
-        x01 = data["image"]
+        x01 = data[IMAGE]
         with tf.GradientTape() as tape:
             x, z_i, x_hat, z_o = self.generate(x01, training=True)
             _, f_real = self.discriminator(x, training=True)
@@ -180,7 +181,7 @@ class GANomaly(AnomalyModel):
         return logs
 
     def test_step(self, data):
-        x, z_i, x_hat, z_o = self.generate(data["image"])
+        x, z_i, x_hat, z_o = self.generate(data[IMAGE])
         _, f_real = self.discriminator(x)
         _, f_fake = self.discriminator(x_hat)
         terms = self.generator_losses(x, x_hat, z_i, z_o, f_real, f_fake)
@@ -200,5 +201,5 @@ class GANomaly(AnomalyModel):
         return [self.encoder, self.decoder, self.encoder2]
 
     def sample_outputs(self, batch):
-        out = self.score(batch["image"])
-        return {"X": batch["image"], "G(X)": out["reconstruction"], "|X - G(X)|": out["heatmap"]}
+        out = self.score(batch[IMAGE])
+        return {"X": batch[IMAGE], "G(X)": out["reconstruction"], "|X - G(X)|": out["heatmap"]}

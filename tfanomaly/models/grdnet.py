@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfanomaly import losses
+from tfanomaly.batch import IMAGE, NOISE, PERTURB_MASK, PERTURBED
 from tfanomaly.family_configs import GRDNetConfig
 from tfanomaly.filters import gaussian_blur
 from tfanomaly.models import blocks
@@ -120,7 +121,7 @@ class GRDNet(AnomalyModel):
         return {"g_loss": total, "adv": adv, "con": con, "enc": enc, "nse": nse}
 
     def train_step(self, data):
-        x, xn, m, noise = data["image"], data["perturbed"], data["perturb_mask"], data["noise"]
+        x, xn, m, noise = data[IMAGE], data[PERTURBED], data[PERTURB_MASK], data[NOISE]
         with tf.GradientTape() as tape:
             z, x_hat, z_hat = self.generate(xn, training=True)
             _, f_real = self.discriminator(x, training=True)
@@ -151,7 +152,7 @@ class GRDNet(AnomalyModel):
         return self._report(values)
 
     def test_step(self, data):
-        x, xn, noise = data["image"], data["perturbed"], data["noise"]
+        x, xn, noise = data[IMAGE], data[PERTURBED], data[NOISE]
         z, x_hat, z_hat = self.generate(xn)
         _, f_real = self.discriminator(x)
         _, f_fake = self.discriminator(x_hat)
@@ -185,11 +186,11 @@ class GRDNet(AnomalyModel):
 
     def sample_outputs(self, batch):
         """Arrays for the image callback: X, X_n, G(X_n) and the heatmap of X."""
-        out = self.score(batch["image"])
-        xn_hat = self.decoder(self.encoder(batch["perturbed"]))
+        out = self.score(batch[IMAGE])
+        xn_hat = self.decoder(self.encoder(batch[PERTURBED]))
         return {
-            "X": batch["image"],
-            "X_n": batch["perturbed"],
+            "X": batch[IMAGE],
+            "X_n": batch[PERTURBED],
             "G(X_n)": xn_hat,
             "heatmap": out["heatmap"],
         }
