@@ -78,10 +78,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for ax, x, label in ((axes[0], "step", "optimizer steps"), (axes[1], "wall_minutes", "wall time (min)")):
         for key, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO@30%")):
             ax.plot([r[x] for r in rows], [r[key] for r in rows], "o-", label=name)
+        # the calibration part: what a step count is chosen on
+        ax.plot([r[x] for r in rows], [r["calibration_image_auroc"] for r in rows], "o--", color="C0", alpha=0.5, label="image AUROC, calibration part")
         ax.axhline(0.5, color="k", ls=":", lw=0.8)
         ax.set(xlabel=label, ylim=(0, 1))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test metric (reported split)")
+    axes[0].set_ylabel("test metric (solid: reported split)")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -98,7 +100,15 @@ def main():
     ap.add_argument("--set", action="append", default=[], help="config override key=value (with --config)")
     ap.add_argument("--resume", action="store_true", help="continue the run's training first (with --config)")
     ap.add_argument("--seeds", default="0", help="calibration seeds of each evaluation")
+    ap.add_argument("--replot", action="store_true", help="redraw curve.png from the run's curve.csv (no scoring)")
     a = ap.parse_args()
+    out = a.run_dir / "learning_curve"
+    if a.replot:
+        with open(out / "curve.csv", newline="") as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        plot(rows, out / "curve.png", f"{a.run_dir}: learning curve")
+        print(f"-> {out / 'curve.png'}")
+        return
     if a.config:
         import tfanomaly
 
@@ -108,7 +118,6 @@ def main():
 
     if not Run(a.run_dir).step_checkpoints():
         sys.exit(f"{a.run_dir}: no checkpoints/step_*.keras (train with train.checkpoint_every > 0)")
-    out = a.run_dir / "learning_curve"
     out.mkdir(parents=True, exist_ok=True)
     rows = score_checkpoints(a.run_dir, [int(s) for s in a.seeds.split(",")], out)
     with open(out / ".curve.csv.tmp", "w", newline="") as f:
