@@ -117,3 +117,50 @@ def test_ranking_picks_the_extremes():
     assert list(least) == [1, 3] and list(most) == [2, 4]
     least, most = ranking(np.array([0.2, 0.1, 0.3]), 8)
     assert list(least) == [1] and list(most) == [2]
+
+
+def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_data):
+    """`tfanomaly eval` killed with SIGKILL at a random moment: every file of the
+    eval folder is still complete (the old report's or the new one's: each is
+    written to a temporary file and renamed), and the next evaluation removes
+    the temporaries a kill in the middle of a write leaves."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    cfg, model, data, scored, _ = setup
+    run = save_run(model, cfg, tmp_path / "run")
+    out = tmp_path / "run" / "eval"
+    evaluate(model, cfg, out, "youden", [0], scored=scored, data=data)
+    stale = [out / ".metrics.json.ab12_xyz", out / ".roc.tmp.png"]  # what a kill during a write leaves
+    for p in stale:
+        p.write_bytes(b"partial")
+    cmd = [sys.executable, "-m", "tfanomaly.cli.app", "eval", "--model", str(run)]
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(float(np.random.default_rng().uniform(2.0, 12.0)))
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(30)
+    for p in out.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".png":
+            assert cv2.imread(str(p)) is not None, p
+        elif p.suffix == ".csv":
+            rows = list(csv.reader(p.open()))
+            assert rows and all(len(r) == len(rows[0]) for r in rows), p
+        elif p.suffix == ".html":
+            assert p.read_text().rstrip().endswith("</html>"), p
+    evaluate(model, cfg, out, "youden", [0], scored=scored, data=data)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert json.loads((out / "metrics.json").read_text())["seeds"] == [0]

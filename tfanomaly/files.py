@@ -5,6 +5,7 @@ made of. Imports neither TensorFlow nor any other tfanomaly module."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_TEMPORARY = re.compile(r"^\..+\.(tmp\.png|[a-z0-9_]{8})$")  # write_png's and atomic_write_text's (mkstemp) names
+
+
+def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that a killed writer (``atomic_write_text``,
+    ``write_png``) left in ``folder``; returns them. The outputs themselves
+    are never touched: each is either the old complete file or the new one."""
+    gone = []
+    for p in Path(folder).glob(".*"):
+        if p.is_file() and _TEMPORARY.match(p.name):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def write_png(path: str | os.PathLike, rgb) -> None:
