@@ -106,6 +106,16 @@ def binary(tmp_path_factory):
     return build / "tfanomaly-infer"
 
 
+def stop_group(child) -> None:
+    """SIGKILL a child started with ``start_new_session=True`` and everything it started; wait for it.
+    Call it in ``finally`` too, so a failing test never leaves a process behind."""
+    import signal
+
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait(30)
+
+
 CPP_SANITIZE = os.environ.get("TFANOMALY_CPP_SANITIZE") == "1"
 # TensorFlow's own start-up allocations live until exit: leak reports would be its, not ours
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}

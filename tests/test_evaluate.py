@@ -124,13 +124,13 @@ def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_dat
     eval folder is still complete (the old report's or the new one's: each is
     written to a temporary file and renamed), and the next evaluation removes
     the temporaries a kill in the middle of a write leaves."""
-    import os
-    import signal
     import subprocess
     import sys
     import time
 
     import cv2
+
+    from tests.conftest import stop_group
 
     cfg, model, data, scored, _ = setup
     run = save_run(model, cfg, tmp_path / "run")
@@ -143,12 +143,9 @@ def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_dat
     child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(float(np.random.default_rng().uniform(2.0, 12.0)))
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait(30)
+        stop_group(child)
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(30)
+        stop_group(child)
     for p in out.iterdir():
         if p.name.startswith("."):
             continue

@@ -224,14 +224,13 @@ def test_sigkill_during_training_then_resume(vial_data, tmp_path):
     backups; `--resume` restarts from the backup's step exactly (the backup is
     renamed into place, so it is never half-written) and finishes the plan."""
     import json
-    import os
-    import signal
     import subprocess
     import sys
     import time
 
     import yaml
 
+    from tests.conftest import stop_group
     from tfanomaly.config import save_config
 
     cfg = vial_cfg(vial_data, "train.epochs=1", "train.steps_per_epoch=30", "train.batch_size=4", "train.backup_every_steps=3")
@@ -251,12 +250,9 @@ def test_sigkill_during_training_then_resume(vial_data, tmp_path):
                 break
             time.sleep(0.05)
         assert child.poll() is None, f"training ended before the kill: {child.stderr.read().decode()[-2000:]}"
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait(30)
+        stop_group(child)
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(30)
+        stop_group(child)
     backed_up = json.loads(Run(run).backup_info.read_text())["global_step"]
     assert backed_up >= wait_for and not Run(run).model_file.exists()
     said = []
