@@ -53,7 +53,6 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds = minutes * 60.0
 
     start = None
-    stopped = False
 
     def on_train_begin(self, logs=None):
         if self.start is None:  # one budget for the whole session, across the fits of a mid-epoch resume
@@ -62,7 +61,6 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.time() - self.start >= self.seconds:
             self.model.stop_training = True
-            self.stopped = True
 
 
 class SampleImages(keras.callbacks.Callback):
@@ -247,7 +245,7 @@ class StepBackup(keras.callbacks.Callback):
         self.saved_at = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every:
+        if self.every and batch + 1 != self.params.get("steps"):  # the epoch's last batch: on_epoch_end saves
             step = int(self.model.step_counter.numpy())
             if step % self.every == 0 and step != self.saved_at:
                 self.save()
@@ -292,24 +290,18 @@ def fit_from(model: keras.Model, ds, steps: int, epochs: int, done: int, **fit_k
     the middle of an epoch first finishes that epoch's remaining batches (one
     short ``fit``; its logged losses average those batches only), then runs the
     remaining epochs, so epoch ends stay at multiples of ``steps``. Returns
-    the History of each ``fit`` that ran."""
+    the History of each ``fit`` that ran. A callback that stopped the first
+    (time budget, NaN loss) stops the second: ``fit`` leaves ``stop_training`` set."""
     epoch, into = divmod(done, steps)
     histories = []
-    budget = next((c for c in fit_kw.get("callbacks", ()) if isinstance(c, TimeBudget)), None)
     if into and epoch < epochs:
-        model._initial_epoch = None
         histories.append(model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps - into, **fit_kw))
         epoch += 1
-        if (budget is not None and budget.stopped) or _diverged(histories[-1]):
+        if model.stop_training:
             return histories
     if epoch < epochs:
-        model._initial_epoch = None
         histories.append(model.fit(ds, initial_epoch=epoch, epochs=epochs, steps_per_epoch=steps, **fit_kw))
     return histories
-
-
-def _diverged(history) -> bool:
-    return any(not np.all(np.isfinite(v)) for v in history.history.values())
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
@@ -445,8 +437,11 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     histories = fit_from(model, ds, steps, cfg.train.epochs, done, callbacks=callbacks, verbose=verbose, validation_data=val_ds, shuffle=False)
     elapsed = time.time() - start
     done = session.done * accum  # batches (the step counter counts optimizer updates)
-    logged = {k: [v for h in histories for v in h.history.get(k, [])] for h in histories for k in h.history}
-    if any(_diverged(h) for h in histories):
+    logged = {}  # the logs of every fit that ran, in order
+    for h in histories:
+        for k, v in h.history.items():
+            logged.setdefault(k, []).extend(v)
+    if any(not np.all(np.isfinite(v)) for v in logged.values()):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
     save_model_atomic(model, layout.model_file)
     summary = {
