@@ -32,6 +32,7 @@ from tfanomaly import losses
 from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.family_configs import AutoencoderConfig
 from tfanomaly.filters import gaussian_kernel
+from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
 from tfanomaly.models.blocks import Subsample2D
 
@@ -63,7 +64,7 @@ class CBAM(layers.Layer):
         c = shape[-1]
         self.fc1 = layers.Dense(max(1, c // self.ratio), activation="relu", name="fc1")
         self.fc2 = layers.Dense(c, name="fc2")
-        self.spatial = layers.Conv2D(1, self.kernel, padding="same", name="spatial")
+        self.spatial = blocks.Conv2D(1, self.kernel, padding="same", name="spatial")
         self.fc1.build((None, c))
         self.fc2.build((None, max(1, c // self.ratio)))
         self.spatial.build((None, None, None, 2))
@@ -86,7 +87,7 @@ class ConvexCombination(layers.Layer):
 
     def build(self, shapes):
         e_shape, _ = shapes
-        self.gate = layers.Conv2D(e_shape[-1], 1, name="gate")
+        self.gate = blocks.Conv2D(e_shape[-1], 1, name="gate")
         self.gate.build((*e_shape[:-1], 2 * e_shape[-1]))
 
     def gate_values(self, e, d):
@@ -109,10 +110,10 @@ def _bn_relu(x, name):
 def res_down(x, width, name):
     """Pre-activation residual block that halves H and W (shortcut: subsample + 1x1 conv)."""
     pre = _bn_relu(x, f"{name}_pre")
-    y = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv1")(pre)
+    y = blocks.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv1")(pre)
     y = _bn_relu(y, f"{name}_conv1")
-    y = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(y)
-    s = layers.Conv2D(width, 1, name=f"{name}_short")(Subsample2D(name=f"{name}_short_sub")(pre))
+    y = blocks.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(y)
+    s = blocks.Conv2D(width, 1, name=f"{name}_short")(Subsample2D(name=f"{name}_short_sub")(pre))
     return layers.Add(name=f"{name}_add")([s, y])
 
 
@@ -120,10 +121,10 @@ def res_up(x, width, name):
     """Pre-activation residual block that doubles H and W (nearest upsampling)."""
     pre = _bn_relu(x, f"{name}_pre")
     up = layers.UpSampling2D(2, name=f"{name}_up")(pre)
-    y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(up)
+    y = blocks.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(up)
     y = _bn_relu(y, f"{name}_conv1")
-    y = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(y)
-    s = layers.Conv2D(width, 1, name=f"{name}_short")(up)
+    y = blocks.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(y)
+    s = blocks.Conv2D(width, 1, name=f"{name}_short")(up)
     return layers.Add(name=f"{name}_add")([s, y])
 
 
@@ -136,7 +137,7 @@ def residual_autoencoder(shape, c: AutoencoderConfig, name="autoencoder") -> ker
     inp = keras.Input(shape, name=f"{name}_input")
     x = AddLuminance(name=f"{name}_luminance")(inp) if c.add_luminance else inp
     out_ch = x.shape[-1]
-    x = layers.Conv2D(c.base_width, 3, padding="same", name=f"{name}_stem")(x)
+    x = blocks.Conv2D(c.base_width, 3, padding="same", name=f"{name}_stem")(x)
     widths = residual_widths(c)
     for i, wd in enumerate(widths):
         x = res_down(x, wd, f"{name}_down{i + 1}")
@@ -149,14 +150,14 @@ def residual_autoencoder(shape, c: AutoencoderConfig, name="autoencoder") -> ker
         x = layers.Dense(sh * sw * widths[-1], name=f"{name}_expand")(z)
         x = layers.Reshape((sh, sw, widths[-1]), name=f"{name}_reshape")(x)
     else:
-        z = layers.Conv2D(c.latent_dim, 1, name=f"{name}_latent")(x)
-        x = layers.Conv2D(widths[-1], 1, name=f"{name}_expand")(z)
+        z = blocks.Conv2D(c.latent_dim, 1, name=f"{name}_latent")(x)
+        x = blocks.Conv2D(widths[-1], 1, name=f"{name}_expand")(z)
     for i, wd in enumerate(list(reversed(widths[:-1])) + [c.base_width]):
         x = res_up(x, wd, f"{name}_up{i + 1}")
         if c.attention == "cbam":
             x = CBAM(name=f"{name}_up{i + 1}_cbam")(x)
     x = _bn_relu(x, f"{name}_dec_out")
-    x = layers.Conv2D(out_ch, 3, padding="same", name=f"{name}_to_image")(x)
+    x = blocks.Conv2D(out_ch, 3, padding="same", name=f"{name}_to_image")(x)
     out = layers.Activation("sigmoid", dtype="float32", name=f"{name}_sigmoid")(x)
     return keras.Model(inp, out, name=name)
 
@@ -171,20 +172,20 @@ def sdc_autoencoder(shape, c: AutoencoderConfig, name="autoencoder") -> keras.Mo
     x = AddLuminance(name=f"{name}_luminance")(inp) if c.add_luminance else inp
     out_ch = x.shape[-1]
     wd = c.sdc_width
-    x = layers.Conv2D(wd, 3, padding="same", activation="relu", name=f"{name}_stem")(x)
+    x = blocks.Conv2D(wd, 3, padding="same", activation="relu", name=f"{name}_stem")(x)
     for k in range(c.sdc_downsample):
-        x = layers.Conv2D(wd, 3, strides=2, padding="same", activation="relu", name=f"{name}_down{k + 1}")(x)
+        x = blocks.Conv2D(wd, 3, strides=2, padding="same", activation="relu", name=f"{name}_down{k + 1}")(x)
     skips = []
     for d in c.dilations:
-        x = layers.Conv2D(wd, 3, padding="same", dilation_rate=d, activation="relu", name=f"{name}_enc_d{d}")(x)
+        x = blocks.Conv2D(wd, 3, padding="same", dilation_rate=d, activation="relu", name=f"{name}_enc_d{d}")(x)
         skips.append(x)
     for d, skip in zip(reversed(c.dilations), reversed(skips)):
-        x = layers.Conv2D(wd, 3, padding="same", dilation_rate=d, activation="relu", name=f"{name}_dec_d{d}")(x)
+        x = blocks.Conv2D(wd, 3, padding="same", dilation_rate=d, activation="relu", name=f"{name}_dec_d{d}")(x)
         x = ConvexCombination(name=f"{name}_ccm_d{d}")([skip, x])
     for k in range(c.sdc_downsample):
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample{k + 1}")(x)
-        x = layers.Conv2D(wd, 3, padding="same", activation="relu", name=f"{name}_up{k + 1}")(x)
-    x = layers.Conv2D(out_ch, 1, name=f"{name}_to_image")(x)
+        x = blocks.Conv2D(wd, 3, padding="same", activation="relu", name=f"{name}_up{k + 1}")(x)
+    x = blocks.Conv2D(out_ch, 1, name=f"{name}_to_image")(x)
     out = layers.Activation("sigmoid", dtype="float32", name=f"{name}_sigmoid")(x)
     return keras.Model(inp, out, name=name)
 
