@@ -34,6 +34,8 @@ def test_cross_checks_name_keys(tmp_path):
         load_config(write(tmp_path, "data:\n  rank_images: [1, 17]\n"))
     with pytest.raises(ConfigError, match=r"model.widths: 4 stages .* divisible by 16"):
         load_config(write(tmp_path, "data:\n  image_size: [40, 40]\nperturb:\n  max_scale: 2\n"))
+    with pytest.raises(ConfigError, match=r"c.yaml: perturb.bands: expected strokes \+ bands <= 1 \(strokes is 0.5\), got 0.6"):
+        load_config(write(tmp_path, "perturb:\n  strokes: 0.5\n  bands: 0.6\n"))
 
 
 def test_overrides(tmp_path):

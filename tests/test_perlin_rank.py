@@ -117,3 +117,39 @@ def test_stroke_mask_is_a_thin_segment_of_the_drawn_thickness():
     for i in range(5):
         _, m, _ = perturb(x, tf.constant([3, i], tf.int64), probability=1.0, max_scale=3, strokes=1.0)
         assert m.numpy().sum() < 64 * 4  # thin, never a Perlin blob
+
+
+def test_band_mask_is_one_side_of_a_line_and_keeps_strokes_in_place():
+    """Without a wave a band is exactly the half-plane of its line (numpy, from
+    the same draws); with one, both sides still hold pixels and the region is
+    one side: each row crossing the line changes value at most a few times.
+    ``bands`` leaves every stroke where it was, and bands=1 makes every
+    perturbed region a band."""
+    import math
+
+    from tfanomaly.data.perlin import band_mask
+
+    h, w = 48, 64
+    for i in range(8):
+        seed = tf.constant([5, i], tf.int64)
+        u = tf.random.stateless_uniform([6], seed).numpy()
+        cy, cx, angle = (0.1 + 0.8 * u[0]) * h, (0.1 + 0.8 * u[1]) * w, u[2] * 2 * math.pi
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        ref = ((xx - cx) * math.cos(angle) + (yy - cy) * math.sin(angle)) > 0
+        got = band_mask(h, w, seed, wave=0.0).numpy()
+        assert (got != ref).sum() <= 2  # float rounding on the line itself
+        wavy = band_mask(h, w, seed).numpy()
+        assert 0 < wavy.sum() < h * w
+        assert max(np.count_nonzero(np.diff(row)) for row in wavy) <= 3
+    x = tf.fill([64, 64, 1], 0.3)
+    for i in range(6):
+        seed = tf.constant([3, i], tf.int64)
+        kw = dict(probability=1.0, max_scale=3, strokes=0.5)
+        a = perturb(x, seed, **kw)[1].numpy()
+        b = perturb(x, seed, bands=0.5, **kw)[1].numpy()
+        ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 202), num=2)
+        if float(tf.random.stateless_uniform([], ks[0])) < 0.5:  # this image's region is a stroke, with or without bands
+            np.testing.assert_array_equal(a, b)
+            assert a.sum() < 64 * 4
+        m = perturb(x, seed, probability=1.0, max_scale=3, bands=1.0)[1].numpy()[..., 0]
+        assert 0 < m.sum() < 64 * 64 and max(np.count_nonzero(np.diff(row)) for row in m) <= 3

@@ -184,6 +184,13 @@ class PerturbConfig:
     source: str = checked("perlin", one_of("perlin", "self", "mixed"), help="texture blended in: a Perlin field (the paper), the image itself rolled and scaled by a gain, or either per image")
     gain: list[float] = checked(factory=lambda: [0.2, 1.8], check=all_of(range_pair, each(non_negative)), help="gain range of the 'self' texture")
     strokes: float = checked(0.0, unit_interval, help="chance that the perturbed region is a thin bent stroke (scratch, crack) instead of a Perlin blob")
+    bands: float = checked(0.0, unit_interval, help="chance that the perturbed region is one side of a wavy line (an uneven or worn band, a broken-off piece); strokes + bands <= 1")
+
+    def kwargs(self, **over) -> dict:
+        """Keyword arguments of :func:`tfanomaly.data.perlin.perturb` (``over`` replaces some)."""
+        keys = ("probability", "min_scale", "max_scale", "threshold", "source", "strokes", "bands")
+        args = {k: getattr(self, k) for k in keys} | {"blend": tuple(self.blend), "gain": tuple(self.gain)}
+        return args | over
 
 
 @dataclass
@@ -458,6 +465,8 @@ def _cross_checks(cfg: Config, src: str) -> None:
             raise ConfigError(f"{src}: data.eval_ranks: expected ranks in [1, {d.frames_per_acquisition}] (data.frames_per_acquisition), got {r}")
     if d.source == "vials" and not d.eval_frames and not d.eval_ranks:
         raise ConfigError(f"{src}: data.eval_frames: expected at least one frame or one data.eval_ranks rank to score, got none")
+    if cfg.perturb.strokes + cfg.perturb.bands > 1.0:
+        raise ConfigError(f"{src}: perturb.bands: expected strokes + bands <= 1 (strokes is {cfg.perturb.strokes}), got {cfg.perturb.bands}")
     if cfg.perturb.min_scale > cfg.perturb.max_scale:
         raise ConfigError(f"{src}: perturb.min_scale: expected <= perturb.max_scale ({cfg.perturb.max_scale}), got {cfg.perturb.min_scale}")
     h, w = d.image_size

@@ -56,14 +56,7 @@ def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
         xn, m, n = perlin.perturb(
             x,
             tf.constant([cfg.seed, i], tf.int64),
-            probability=1.0,
-            min_scale=p.min_scale,
-            max_scale=p.max_scale,
-            threshold=p.threshold,
-            blend=tuple(p.blend),
-            source=p.source,
-            gain=tuple(p.gain),
-            strokes=p.strokes,
+            **p.kwargs(probability=1.0),
         )
         cols.setdefault("X_n", []).append(xn)
         cols.setdefault("M", []).append(m)

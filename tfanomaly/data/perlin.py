@@ -78,7 +78,39 @@ def stroke_mask(h: int, w: int, seed, width=(1.0, 3.0)):
     return tf.cast((tf.abs(across) <= thick / 2.0) & (tf.abs(along) <= length / 2.0), tf.float32)
 
 
-def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshold=0.5, blend=(0.5, 1.0), source="perlin", gain=(0.2, 1.8), strokes=0.0):
+def band_mask(h: int, w: int, seed, wave: float = 0.04):
+    """A binary [H, W] mask of one side of a gently wavy line (a band from an
+    edge: an uneven or worn area, a piece broken off): the line passes through a
+    random point of the image at any angle, and waves across by up to ``wave``
+    times the longer side, with a wavelength of 1/3 to all of it. Both sides
+    hold pixels (the line crosses the image's interior)."""
+    u = tf.random.stateless_uniform([6], seed)
+    cy, cx = (0.1 + 0.8 * u[0]) * h, (0.1 + 0.8 * u[1]) * w
+    angle = u[2] * 2.0 * math.pi
+    side = float(max(h, w))
+    amp = wave * side * u[3]
+    period = side * (1.0 / 3.0 + (2.0 / 3.0) * u[4])
+    yy, xx = tf.meshgrid(tf.range(h, dtype=tf.float32) + 0.5, tf.range(w, dtype=tf.float32) + 0.5, indexing="ij")
+    ry, rx = yy - cy, xx - cx
+    along = ry * tf.cos(angle) - rx * tf.sin(angle)
+    across = rx * tf.cos(angle) + ry * tf.sin(angle) + amp * tf.sin(2.0 * math.pi * along / period + 2.0 * math.pi * u[5])
+    return tf.cast(across > 0.0, tf.float32)
+
+
+def perturb(
+    image,
+    seed,
+    *,
+    probability=0.75,
+    min_scale=0,
+    max_scale=4,
+    threshold=0.5,
+    blend=(0.5, 1.0),
+    source="perlin",
+    gain=(0.2, 1.8),
+    strokes=0.0,
+    bands=0.0,
+):
     """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
 
     With probability ``q`` a Perlin field P (random resolution 2**k per axis,
@@ -92,9 +124,12 @@ def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshol
     blended with it inside M: X_n = X * (1 - beta*M) + beta * N, beta ~ U(blend).
     With probability ``strokes`` the region M is a thin stroke
     (:func:`stroke_mask`: scratches and cracks, which Perlin blobs are not)
-    instead of the thresholded field. Without perturbation, X_n = X and
-    M = N = 0. With the ``perlin`` source and no strokes, the random numbers
-    drawn are exactly the paper's (as before these options existed).
+    instead of the thresholded field, and with probability ``bands`` (when it
+    is not a stroke; ``strokes + bands <= 1``) one side of a wavy line
+    (:func:`band_mask`: a worn or uneven band, a broken-off piece). Without
+    perturbation, X_n = X and M = N = 0. With the ``perlin`` source and no
+    strokes or bands, the random numbers drawn are exactly the paper's (as
+    before these options existed); adding bands keeps every stroke where it was.
     """
     image = tf.convert_to_tensor(image, tf.float32)
     h, w, c = image.shape[0], image.shape[1], image.shape[2]
@@ -119,9 +154,14 @@ def perturb(image, seed, *, probability=0.75, min_scale=0, max_scale=4, threshol
     apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
     beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
     region = tf.cast(field > threshold, tf.float32)
-    if strokes > 0:
+    if strokes > 0 or bands > 0:
         ks = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 202), num=2)
-        region = tf.where(tf.random.stateless_uniform([], ks[0]) < strokes, stroke_mask(h, w, ks[1]), region)
+        pick = tf.random.stateless_uniform([], ks[0])
+        if bands > 0:
+            band_seed = tf.random.experimental.stateless_fold_in(seed, 303)
+            region = tf.where((pick >= strokes) & (pick < strokes + bands), band_mask(h, w, band_seed), region)
+        if strokes > 0:
+            region = tf.where(pick < strokes, stroke_mask(h, w, ks[1]), region)
     mask = region[..., None] * apply  # [H, W, 1]
     noise = mask * texture
     perturbed = image * (1.0 - beta * mask) + beta * noise

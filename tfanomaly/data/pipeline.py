@@ -398,14 +398,7 @@ def training_map(cfg, textures=None, stream: int = 0):
             xn, m, n = perlin_mod.perturb(
                 image,
                 s[1],
-                probability=pert.probability,
-                min_scale=pert.min_scale,
-                max_scale=pert.max_scale,
-                threshold=pert.threshold,
-                blend=tuple(pert.blend),
-                source=pert.source,
-                gain=tuple(pert.gain),
-                strokes=pert.strokes,
+                **pert.kwargs(),
             )
         elif cor.enabled:
             xn, m, n = corrupt_mod.corrupt(
