@@ -10,6 +10,7 @@ from tests.conftest import save_run, vial_cfg
 from tfanomaly.data.pipeline import Data
 from tfanomaly.errors import UserError
 from tfanomaly.evaluate import evaluate, score_test_set, split_products
+from tfanomaly.files import recover_staged, staged_dir
 from tfanomaly.models import registry
 
 
@@ -119,11 +120,11 @@ def test_ranking_picks_the_extremes():
     assert list(least) == [1] and list(most) == [2]
 
 
-def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_data):
-    """`tfanomaly eval` killed with SIGKILL at a random moment: every file of the
-    eval folder is still complete (the old report's or the new one's: each is
-    written to a temporary file and renamed), and the next evaluation removes
-    the temporaries a kill in the middle of a write leaves."""
+def test_kill_9_during_eval_leaves_a_whole_report(setup, tmp_path, vial_data):
+    """`tfanomaly eval` killed with SIGKILL at a random moment: the eval folder is
+    the old report or the new one, whole (it is staged beside it and swapped in
+    by renames), every file in it is complete, and the next evaluation removes
+    what a kill leaves beside it."""
     import subprocess
     import sys
     import time
@@ -139,6 +140,8 @@ def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_dat
     stale = [out / ".metrics.json.ab12_xyz", out / ".roc.tmp.png"]  # what a kill during a write leaves
     for p in stale:
         p.write_bytes(b"partial")
+    (tmp_path / "run" / ".eval.staging-999999").mkdir()  # a kill while staging an earlier evaluation
+    (tmp_path / "run" / ".eval.staging-999999" / "metrics.json").write_text("{")
     cmd = [sys.executable, "-m", "tfanomaly.cli.app", "eval", "--model", str(run)]
     child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -146,6 +149,9 @@ def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_dat
         stop_group(child)
     finally:
         stop_group(child)
+    recover_staged(out)  # what the next evaluation does first: a kill between the swap's two renames is finished
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.html", "patches.csv", "thresholds.json", "roc.png"} <= names  # a whole report
     for p in out.iterdir():
         if p.name.startswith("."):
             continue
@@ -160,4 +166,50 @@ def test_kill_9_during_eval_leaves_only_complete_files(setup, tmp_path, vial_dat
             assert p.read_text().rstrip().endswith("</html>"), p
     evaluate(model, cfg, out, "youden", [0], scored=scored, data=data)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".eval")]
     assert json.loads((out / "metrics.json").read_text())["seeds"] == [0]
+
+
+def test_staged_dir_replaces_a_folder_as_one_unit(tmp_path):
+    """staged_dir: the new folder replaces the old one whole (no old file left);
+    an error inside keeps the old folder as it was; recover_staged finishes a
+    swap killed between its two renames, and deletes a half-written stage."""
+    target = tmp_path / "eval"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with staged_dir(target) as stage:
+        assert stage.parent == tmp_path and not (stage / "old.txt").exists()
+        (stage / "new.txt").write_text("new")
+        assert (target / "old.txt").exists()  # readers still see the old folder
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["eval"]
+
+    with pytest.raises(RuntimeError):
+        with staged_dir(target) as stage:
+            (stage / "half.txt").write_text("half")
+            raise RuntimeError("scoring failed")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["eval"]
+
+    # killed between the renames: eval moved aside, the complete stage not yet renamed
+    target.rename(tmp_path / ".eval.old-123")
+    (tmp_path / ".eval.staging-123").mkdir()
+    (tmp_path / ".eval.staging-123" / "newer.txt").write_text("newer")
+    (tmp_path / ".eval.staging-77").mkdir()  # another, half-written
+    recover_staged(target)
+    assert sorted(p.name for p in target.iterdir()) == ["newer.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["eval"]
+    # killed after the first rename with the stage gone: the old folder comes back
+    target.rename(tmp_path / ".eval.old-5")
+    recover_staged(target)
+    assert sorted(p.name for p in target.iterdir()) == ["newer.txt"]
+
+
+def test_eval_refuses_an_output_folder_that_is_not_an_evaluation(setup, tmp_path):
+    cfg, model, data, scored, _ = setup
+    out = tmp_path / "somewhere"
+    out.mkdir()
+    (out / "model.keras").write_text("not to be lost")
+    with pytest.raises(UserError, match=r"somewhere: not empty and not an earlier evaluation"):
+        evaluate(model, cfg, out, "youden", [0], scored=scored, data=data)
+    assert (out / "model.keras").read_text() == "not to be lost"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tfanomaly import aggregation, metrics, thresholds
+from tfanomaly import aggregation, files, metrics, thresholds
 from tfanomaly.config import Config
-from tfanomaly.decision import Decision
+from tfanomaly.decision import FILE_NAME, Decision
 from tfanomaly.errors import UserError
 
 
@@ -325,14 +325,26 @@ def evaluate(
         "runs": [{k: v for k, v in r.items() if k not in ("_masks", "decision")} for r in per_seed],
     }
     out = Path(out_dir)
-    if shift:
-        shifted = score_dataset(model, data.eval_dataset("test", shifted=True), keep=1, tiler=_tiler(model, cfg))
-        shifted.product_labels = dict(s.product_labels)
-        sh = evaluate(model, cfg, out / "shift", rule, seeds, force_same_split, scored=shifted, data=data)
-        summary["shift"] = {k: sh.get(k) for k in ("image_auroc", "optimal_accuracy", "accuracy_at_threshold", "f1_at_threshold", "pixel_auroc", "aupro")}
-        summary["shift"]["settings"] = dataclasses.asdict(cfg.eval.shift)
-    report.write_all(out, s, summary, first, cfg)
+    check_eval_folder(out)
+    with files.staged_dir(out) as stage:  # the folder is replaced as one unit: the old report or the new one
+        if shift:
+            shifted = score_dataset(model, data.eval_dataset("test", shifted=True), keep=1, tiler=_tiler(model, cfg))
+            shifted.product_labels = dict(s.product_labels)
+            sh = evaluate(model, cfg, stage / "shift", rule, seeds, force_same_split, scored=shifted, data=data)
+            summary["shift"] = {k: sh.get(k) for k in ("image_auroc", "optimal_accuracy", "accuracy_at_threshold", "f1_at_threshold", "pixel_auroc", "aupro")}
+            summary["shift"]["settings"] = dataclasses.asdict(cfg.eval.shift)
+        report.write_all(stage, s, summary, first, cfg)
     return summary
+
+
+def check_eval_folder(out: Path) -> None:
+    """An evaluation replaces its output folder as a whole, so that folder must
+    be new, empty, or an earlier evaluation's (it has metrics.json or the
+    decision file): never, say, a run folder given as ``--out`` by mistake."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: the evaluation output is a file; expected a folder (or a new path)")
+    if out.is_dir() and any(out.iterdir()) and not ((out / "metrics.json").exists() or (out / FILE_NAME).exists()):
+        raise UserError(f"{out}: not empty and not an earlier evaluation (no metrics.json): an evaluation replaces its whole output folder; give a new or empty folder")
 
 
 # --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ made of. Imports neither TensorFlow nor any other tfanomaly module."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -35,19 +36,66 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-_TEMPORARY = re.compile(r"^\..+\.(tmp\.png|[a-z0-9_]{8})$")  # write_png's and atomic_write_text's (mkstemp) names
+_STAGED = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old)-(?P<tag>\d+)$")
 
 
-def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that a killed writer (``atomic_write_text``,
-    ``write_png``) left in ``folder``; returns them. The outputs themselves
-    are never touched: each is either the old complete file or the new one."""
-    gone = []
-    for p in Path(folder).glob(".*"):
-        if p.is_file() and _TEMPORARY.match(p.name):
-            p.unlink(missing_ok=True)
-            gone.append(p)
-    return gone
+def _staged_leftovers(target: Path) -> list[tuple[str, str, Path]]:
+    out = []
+    for p in target.parent.glob(f".{target.name}.*-*"):
+        m = _STAGED.match(p.name)
+        if m and m["name"] == target.name and p.is_dir():
+            out.append((m["kind"], m["tag"], p))
+    return out
+
+
+def recover_staged(target: str | os.PathLike) -> None:
+    """Finish or undo what a killed :func:`staged_dir` left beside ``target``.
+
+    The swap renames ``target`` to ``.NAME.old-TAG`` only after the new folder
+    ``.NAME.staging-TAG`` is complete, then renames that to ``target``. So a
+    missing ``target`` with an ``old`` beside it means the staging folder of the
+    same tag is complete: it is renamed in (or, if it is gone, the old folder
+    is put back). Every other leftover (a half-written staging folder, an old
+    folder already replaced) is deleted."""
+    import shutil
+
+    target = Path(target)
+    left = _staged_leftovers(target)
+    if not target.exists():
+        for kind, tag, p in left:
+            if kind == "old":
+                stage = target.parent / f".{target.name}.staging-{tag}"
+                os.rename(stage if stage.is_dir() else p, target)
+                break
+    for _, _, p in _staged_leftovers(target):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | os.PathLike):
+    """Yield an empty folder beside ``target``; when the block ends without an
+    error, it replaces ``target`` as one unit (two renames, then the old copy is
+    deleted). Readers, and a process killed at any moment, see the old complete
+    folder or the new one (:func:`recover_staged`, run first, settles a kill
+    between the renames). On an error the old folder stays as it was."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_staged(target)
+    tag = str(os.getpid())
+    stage = target.parent / f".{target.name}.staging-{tag}"
+    old = target.parent / f".{target.name}.old-{tag}"
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if target.exists():
+        os.rename(target, old)
+    os.rename(stage, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_png(path: str | os.PathLike, rgb) -> None:

@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 
 from tfanomaly.decision import FILE_NAME as DECISION_FILE
-from tfanomaly.files import atomic_write_text, clean_temporaries
+from tfanomaly.files import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -248,7 +248,6 @@ SHIFT_KEYS = [
 
 def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(out)  # what a killed evaluation left mid-write (every output is written by rename)
     atomic_write_text(out / "metrics.json", json.dumps(_jsonable(summary), indent=2))
     decision = first["decision"]
     decision.save(out / DECISION_FILE)
