@@ -9,6 +9,8 @@ import html
 import io
 import json
 import os
+import string
+from importlib import resources
 from pathlib import Path
 
 import matplotlib
@@ -185,6 +187,11 @@ def plot_ranking(s, path: Path, n: int = 8) -> bool:
     return True
 
 
+def _template(name: str) -> string.Template:
+    """A page skeleton from ``tfanomaly/templates/`` (``$name`` placeholders; the tables and figures are filled in here)."""
+    return string.Template((resources.files("tfanomaly") / "templates" / name).read_text(encoding="utf-8"))
+
+
 def _img_tag(path: Path) -> str:
     if not path.exists():
         return ""
@@ -334,25 +341,23 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
 at least {prod["k_of_n"][0]} of {prod["k_of_n"][1]} runs flag it. Accuracy {_fmt(pm["accuracy"])}, TPR {_fmt(pm["tpr"])}, TNR {_fmt(pm["tnr"])}.</p>
 {_table(prod_header, prod_rows)}"""
     a = first["image"]["at_threshold"]
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tfanomaly evaluation</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}}
-table{{border-collapse:collapse;margin:.6em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}}
-th{{background:#f0f0f0}}td:first-child{{text-align:left}}img{{max-width:100%;margin:.4em 0}}.warn{{color:#a00;font-weight:bold}}
-.row{{display:flex;gap:1em;flex-wrap:wrap}}</style></head><body>
-<h1>Evaluation: {html.escape(cfg.family)} on {html.escape(cfg.data.root)}</h1>
-<p>Threshold rule <b>{html.escape(summary["rule"])}</b>{" per region" if summary["per_region"] else ""}, calibrated on
-{first["n_calibration"]} {unit} of held-out calibration {"products" if vials else "images"}, reported on {first["n_reported"]} {unit} of the other {"products" if vials else "images"}.
-Seeds {", ".join(map(str, summary["seeds"]))}; tables and figures show seed {first["seed"]}. Scores are the model's raw scores. {html.escape(how)}</p>
-{warn}
-<h2>Summary</h2>{_table(["metric", "value (mean ± std over seeds)"], head_rows)}
-<h2>Confusion at the threshold (seed {first["seed"]}, {unit})</h2>
-{_table(["", "flagged", "passed"], [["defective", a["tp"], a["fn"]], ["good", a["fp"], a["tn"]]])}
-{per_unit}
-<h2>Curves</h2><div class=row>{_img_tag(out / "roc.png")}{_img_tag(out / "pr.png")}</div>
-<h2>Score distributions</h2>{_img_tag(out / "histogram.png")}
-<h2>Worst cases</h2><p>Highest-scoring false positives and lowest-scoring false negatives (or, where there are none, the closest calls).</p>
-{_img_tag(out / "worst_cases.png")}
-<h2>Ranking</h2><p>The least and the most anomalous test samples by score (labels only in the titles).</p>
-{_img_tag(out / "ranking.png")}
-</body></html>"""
+    groups = "products" if vials else "images"
+    page = _template("report.html").substitute(
+        family=html.escape(cfg.family),
+        root=html.escape(cfg.data.root),
+        rule=html.escape(summary["rule"]),
+        per_region=" per region" if summary["per_region"] else "",
+        n_calibration=first["n_calibration"],
+        n_reported=first["n_reported"],
+        unit=unit,
+        groups=groups,
+        seeds=", ".join(map(str, summary["seeds"])),
+        seed=first["seed"],
+        how=html.escape(how),
+        warnings=warn,
+        summary_table=_table(["metric", "value (mean ± std over seeds)"], head_rows),
+        confusion_table=_table(["", "flagged", "passed"], [["defective", a["tp"], a["fn"]], ["good", a["fp"], a["tn"]]]),
+        per_unit=per_unit,
+        **{name: _img_tag(out / f"{name}.png") for name in ("roc", "pr", "histogram", "worst_cases", "ranking")},
+    )
     atomic_write_text(out / "report.html", page)
