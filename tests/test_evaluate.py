@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import keras
 import numpy as np
@@ -140,8 +141,8 @@ def test_kill_9_during_eval_leaves_a_whole_report(setup, tmp_path, vial_data):
     stale = [out / ".metrics.json.ab12_xyz", out / ".roc.tmp.png"]  # what a kill during a write leaves
     for p in stale:
         p.write_bytes(b"partial")
-    (tmp_path / "run" / ".eval.staging-999999").mkdir()  # a kill while staging an earlier evaluation
-    (tmp_path / "run" / ".eval.staging-999999" / "metrics.json").write_text("{")
+    (tmp_path / "run" / ".eval.staging-9000001").mkdir()  # a kill while staging an earlier evaluation
+    (tmp_path / "run" / ".eval.staging-9000001" / "metrics.json").write_text("{")
     cmd = [sys.executable, "-m", "tfanomaly.cli.app", "eval", "--model", str(run)]
     child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -192,17 +193,22 @@ def test_staged_dir_replaces_a_folder_as_one_unit(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]
 
     # killed between the renames: eval moved aside, the complete stage not yet renamed
-    target.rename(tmp_path / ".eval.old-123")
-    (tmp_path / ".eval.staging-123").mkdir()
-    (tmp_path / ".eval.staging-123" / "newer.txt").write_text("newer")
-    (tmp_path / ".eval.staging-77").mkdir()  # another, half-written
+    target.rename(tmp_path / ".eval.old-9000123")
+    (tmp_path / ".eval.staging-9000123").mkdir()
+    (tmp_path / ".eval.staging-9000123" / "newer.txt").write_text("newer")
+    (tmp_path / ".eval.staging-9000077").mkdir()  # another, half-written
     recover_staged(target)
     assert sorted(p.name for p in target.iterdir()) == ["newer.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]
     # killed after the first rename with the stage gone: the old folder comes back
-    target.rename(tmp_path / ".eval.old-5")
+    target.rename(tmp_path / ".eval.old-9000005")
     recover_staged(target)
     assert sorted(p.name for p in target.iterdir()) == ["newer.txt"]
+    # the stage of an evaluation still running (this test's parent process stands in for it) is left to it
+    running = tmp_path / f".eval.staging-{os.getppid()}"
+    running.mkdir()
+    recover_staged(target)
+    assert running.is_dir()
 
 
 def test_eval_refuses_an_output_folder_that_is_not_an_evaluation(setup, tmp_path):

@@ -48,6 +48,22 @@ def _staged_leftovers(target: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
+def _alive(tag: str) -> bool:
+    """Whether the process that staged under ``tag`` (its pid) still runs: its
+    folders are its own, not leftovers. This process's pid counts as gone (a
+    reused pid of an earlier, killed process)."""
+    pid = int(tag)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or a pid no process can have)
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def recover_staged(target: str | os.PathLike) -> None:
     """Finish or undo what a killed :func:`staged_dir` left beside ``target``.
 
@@ -56,19 +72,21 @@ def recover_staged(target: str | os.PathLike) -> None:
     missing ``target`` with an ``old`` beside it means the staging folder of the
     same tag is complete: it is renamed in (or, if it is gone, the old folder
     is put back). Every other leftover (a half-written staging folder, an old
-    folder already replaced) is deleted."""
+    folder already replaced) is deleted. The folders of a process that still
+    runs (an evaluation of the same folder in parallel) are left to it."""
     import shutil
 
     target = Path(target)
-    left = _staged_leftovers(target)
+    left = [(kind, tag, p) for kind, tag, p in _staged_leftovers(target) if not _alive(tag)]
     if not target.exists():
         for kind, tag, p in left:
             if kind == "old":
                 stage = target.parent / f".{target.name}.staging-{tag}"
                 os.rename(stage if stage.is_dir() else p, target)
                 break
-    for _, _, p in _staged_leftovers(target):
-        shutil.rmtree(p, ignore_errors=True)
+    for _, tag, p in _staged_leftovers(target):
+        if not _alive(tag):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @contextlib.contextmanager
