@@ -84,9 +84,8 @@ def recover_staged(target: str | os.PathLike) -> None:
                 stage = target.parent / f".{target.name}.staging-{tag}"
                 os.rename(stage if stage.is_dir() else p, target)
                 break
-    for _, tag, p in _staged_leftovers(target):
-        if not _alive(tag):
-            shutil.rmtree(p, ignore_errors=True)
+    for _, _, p in left:
+        shutil.rmtree(p, ignore_errors=True)  # ignores the one just renamed in (no longer there)
 
 
 @contextlib.contextmanager

@@ -188,7 +188,7 @@ def plot_ranking(s, path: Path, n: int = 8) -> bool:
 
 
 def _template(name: str) -> string.Template:
-    """A page skeleton from ``tfanomaly/templates/`` (``$name`` placeholders; the tables and figures are filled in here)."""
+    """The page skeleton ``tfanomaly/templates/NAME``; ``write_all`` substitutes its ``$`` fields with the tables and figures."""
     return string.Template((resources.files("tfanomaly") / "templates" / name).read_text(encoding="utf-8"))
 
 
