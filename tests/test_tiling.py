@@ -302,6 +302,32 @@ def test_monitor_is_quiet_on_a_working_reconstruction(sized_folder):
     assert said == [] and logs["mon_spread"] == pytest.approx(1.0, rel=1e-5) and logs["mon_ssim"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_monitor_leaves_out_an_undefined_image_auroc(sized_folder):
+    """Every monitor image perturbed (a corruption of probability 1): the image AUROC
+    has one class and is left out, not logged as nan (which training took for a
+    diverged loss); the pixel AUROC is still measured."""
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.train import TrainingMonitor
+
+    class Residual:  # heatmap = |perturbed - clean| of the batch: finds the perturbation exactly
+        def __init__(self, clean):
+            self.clean = clean
+
+        def score(self, x):
+            h = tf.abs(x - self.clean)[..., :1]
+            return {"score": tf.reduce_max(h, [1, 2, 3]), "heatmap": h, "reconstruction": self.clean}
+
+    cfg = tiled_cfg(sized_folder)
+    batch = dict(Data(cfg).monitor_batch(8))
+    m = np.zeros(batch["perturb_mask"].shape, np.float32)
+    m[:, 4:12, 4:12] = 1.0  # every image has a square anomaly
+    batch["perturb_mask"] = tf.constant(m)
+    batch["perturbed"] = tf.constant(np.where(m > 0, 1.0 - batch["image"].numpy(), batch["image"].numpy()), tf.float32)
+    vals = TrainingMonitor.measure(Residual(tf.cast(batch["image"], tf.float32)), batch)
+    assert "mon_synth_image_auroc" not in vals
+    assert np.isfinite(vals["mon_synth_pixel_auroc"]) and vals["mon_synth_pixel_auroc"] > 0.9
+
+
 def test_checkpoint_every_keeps_step_files(sized_folder, tmp_path):
     from tfanomaly.train import train
 

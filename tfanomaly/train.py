@@ -159,7 +159,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         if m.max() > 0.5:
             pert = model.score(tf.cast(batch[PERTURBED], tf.float32))
             labels = (m.reshape(len(m), -1).max(1) > 0.5).astype(int)
-            vals["mon_synth_image_auroc"] = metrics.roc_auc(labels, np.asarray(pert["score"], np.float64))
+            if 0 < labels.sum() < len(labels):  # both kinds in the batch (a corruption of probability 1 has no clean image)
+                vals["mon_synth_image_auroc"] = metrics.roc_auc(labels, np.asarray(pert["score"], np.float64))
             vals["mon_synth_pixel_auroc"] = metrics.roc_auc((m[..., 0] > 0.5).ravel(), np.asarray(pert["heatmap"], np.float32)[..., 0].ravel())
         return vals
 
@@ -441,7 +442,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
     for h in histories:
         for k, v in h.history.items():
             logged.setdefault(k, []).extend(v)
-    if any(not np.all(np.isfinite(v)) for v in logged.values()):
+    # the monitor's measures (mon_*) may be undefined (nan) on a healthy run; the losses may not
+    if any(not np.all(np.isfinite(v)) for k, v in logged.items() if not k.startswith("mon_")):
         raise UserError(f"{run}: training diverged (NaN loss); lower train.learning_rate")
     save_model_atomic(model, layout.model_file)
     summary = {
