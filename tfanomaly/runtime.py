@@ -16,10 +16,25 @@ def setup(cfg) -> None:
     keras.mixed_precision.set_global_policy(cfg.train.mixed_precision)
 
 
+def local_devices() -> list[str]:
+    """The devices MirroredStrategy replicates over: every GPU, or, on a machine
+    without one, every logical CPU device (one unless the process split its CPU
+    with ``tf.config.set_logical_device_configuration``, as the tests do)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def split_cpu(n: int) -> None:
+    """Split the CPU into ``n`` logical devices (before TensorFlow first uses it):
+    MirroredStrategy then trains ``n`` replicas on one machine."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+
+
 def strategy_for(cfg) -> tf.distribute.Strategy:
     kind = cfg.train.distribute
     if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(local_devices())
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()

@@ -389,7 +389,10 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         total_steps = steps * cfg.train.epochs
         accum = cfg.train.grad_accum_steps  # batches per optimizer update
         ds = data.train_dataset(global_batch, two_domain)
-        sample_batch = {k: v[:8] for k, v in next(iter(ds)).items()}
+        # the sample grid's batch comes from a dataset of its own: an iterator of ``ds`` would move the
+        # shuffle seed generators that ``ds`` shares with every later iterator (its prefetching too), so
+        # the batches trained on would depend on it, and a strategy's copy of ``ds`` would see others
+        sample_batch = {k: v[:8] for k, v in next(iter(data.train_dataset(global_batch, two_domain))).items()}
 
         with strategy.scope():
             model = registry.build(cfg)

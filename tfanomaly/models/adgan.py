@@ -81,7 +81,7 @@ class ADGAN(AnomalyModel):
         return {"g_optimizer": (1.0, self.generator.trainable_variables), "d_optimizer": (1.0, self.critic.trainable_variables)}
 
     def sample_z(self, n):
-        return keras.random.normal([n, 1, 1, self.cfg.latent_dim], seed=self.seed_generator)
+        return self._replica_rows(lambda m: keras.random.normal([m, 1, 1, self.cfg.latent_dim], seed=self.seed_generator), n)
 
     def critic_terms(self, real, fake, eps=None):
         """Per-example critic loss terms for images in [-1, 1]."""
@@ -108,7 +108,7 @@ class ADGAN(AnomalyModel):
         b = tf.shape(x)[0]
         for _ in range(c.n_critic):
             fake = self.generator(self.sample_z(b), training=True)
-            eps = keras.random.uniform([b], seed=self.seed_generator)
+            eps = self._replica_rows(lambda m: keras.random.uniform([m], seed=self.seed_generator), b)
             with tf.GradientTape() as tape:
                 terms = self.critic_terms(x, tf.stop_gradient(fake), eps)
                 d_loss = self._avg(terms["d_loss"])

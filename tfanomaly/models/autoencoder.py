@@ -103,7 +103,7 @@ class ConvexCombination(layers.Layer):
 
 
 def _bn_relu(x, name):
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = blocks.batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

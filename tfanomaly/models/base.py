@@ -117,6 +117,14 @@ class AnomalyModel(keras.Model):
             jit_compile=train_cfg.jit_compile,
         )
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build: the networks are built with the model and the optimizers'
+        slots in ``compile``. Under a tf.distribute strategy keras would otherwise pull
+        one batch from a fresh iterator of the training data before fitting, which moves
+        the data's shuffle seeds: N replicas would then train on another order of the
+        same images than one process does."""
+        return
+
     @property
     def step_counter(self):
         return getattr(self, self._optimizer_names[0]).iterations
@@ -162,9 +170,27 @@ class AnomalyModel(keras.Model):
         return list(getattr(self, "_trackers", {}).values())
 
     def _report(self, values: dict):
+        """Track the step's losses. ``values`` are this replica's share of global-batch
+        means (``_avg``); times the number of replicas they are the mean over its own
+        images, and keras averages those over replicas: the logs show the global
+        batch's means under any strategy."""
+        n = tf.distribute.get_strategy().num_replicas_in_sync
         for k, v in values.items():
-            self._trackers[k].update_state(v)
+            self._trackers[k].update_state(v * n)
         return {k: t.result() for k, t in self._trackers.items()}
+
+    @staticmethod
+    def _replica_rows(draw, n):
+        """``draw(m)`` gives m random rows (a latent batch, mixing weights). Under a
+        strategy each replica draws the rows of the whole global batch (the generator
+        state is shared, so the values are the same) and keeps its own ``n``: N
+        replicas use what one process draws for the global batch."""
+        ctx = tf.distribute.get_replica_context()
+        k = ctx.num_replicas_in_sync if ctx is not None else 1
+        if k == 1:
+            return draw(n)
+        i = ctx.replica_id_in_sync_group
+        return draw(n * k)[i * n : (i + 1) * n]
 
     def _avg(self, per_example):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)

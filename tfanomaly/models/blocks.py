@@ -63,6 +63,15 @@ class Conv2DTranspose(layers.Conv2DTranspose):
         return outputs
 
 
+def batch_norm(name: str, **kw) -> layers.BatchNormalization:
+    """Batch normalisation for every family. Built under a strategy with more than
+    one replica (mirrored devices, several workers) it normalises with the
+    statistics of the global batch (``synchronized``), so that N replicas of B/N
+    images train as one process on B; in one process it is keras' plain layer."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return layers.BatchNormalization(synchronized=replicas > 1, name=name, **kw)
+
+
 @keras.saving.register_keras_serializable(package="tfanomaly")
 class Subsample2D(layers.Layer):
     """Keeps every second row and column: x[:, ::2, ::2, :]."""
@@ -75,7 +84,7 @@ class Subsample2D(layers.Layer):
 
 
 def _bn_relu(x, name):
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -162,7 +171,7 @@ def conv_discriminator(shape, widths, name: str) -> keras.Model:
     for i, w in enumerate(widths):
         x = Conv2D(w, 4, strides=2, padding="same", use_bias=i == 0, name=f"{name}_conv{i + 1}")(x)
         if i > 0:
-            x = layers.BatchNormalization(name=f"{name}_bn{i + 1}")(x)
+            x = batch_norm(f"{name}_bn{i + 1}")(x)
         x = layers.LeakyReLU(0.2, name=f"{name}_lrelu{i + 1}")(x)
     features = x
     logit = layers.Dense(1, dtype="float32", name=f"{name}_logit")(layers.Flatten(name=f"{name}_flatten")(x))
@@ -178,7 +187,7 @@ def unet(shape, widths, name: str) -> keras.Model:
     def double_conv(t, w, tag):
         for j in (1, 2):
             t = Conv2D(w, 3, padding="same", use_bias=False, name=f"{tag}_conv{j}")(t)
-            t = layers.BatchNormalization(name=f"{tag}_bn{j}")(t)
+            t = batch_norm(f"{tag}_bn{j}")(t)
             t = layers.Activation("relu", name=f"{tag}_relu{j}")(t)
         return t
 

@@ -9,6 +9,8 @@ import math
 import keras
 from keras import layers
 
+from tfanomaly.models import blocks
+
 _INIT = keras.initializers.RandomNormal(0.0, 0.02)  # the DCGAN / GANomaly weights_init
 _GAMMA_INIT = keras.initializers.RandomNormal(1.0, 0.02)
 
@@ -20,7 +22,7 @@ def dcgan_widths(size: int, base: int, cap: int = 0) -> list[int]:
 
 
 def _bn(name):
-    return layers.BatchNormalization(gamma_initializer=_GAMMA_INIT, name=name)
+    return blocks.batch_norm(name, gamma_initializer=_GAMMA_INIT)
 
 
 def _norm(kind, name):
