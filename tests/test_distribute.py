@@ -1,15 +1,21 @@
 """tf.distribute: N replicas train as one process does on the same global batch."""
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT, write_img
+from tfanomaly.run import Run
 
 FAMILIES = ["grdnet", "ganomaly", "autoencoder", "adgan", "cyclegan"]
+RUNNER = ROOT / "tests" / "_distributed_run.py"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,7 @@ def small_folder(tmp_path_factory):
 def replicas_run(family, root, out):
     """The default-strategy and two-replica trajectories of one family (a child
     process, killed by the timeout if it hangs)."""
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "_replicas.py"), family, str(root), str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    r = subprocess.run([sys.executable, str(RUNNER), "mirrored", family, str(root), str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -51,7 +57,10 @@ def test_mirrored_two_replicas_train_as_one_process(family, small_folder, tmp_pa
     the four families other than GRD-Net; see TRAJECTORY_RTOL)."""
     res = replicas_run(family, small_folder, tmp_path)
     assert res["replicas"] == 2
-    one, two = res["default"], res["mirrored"]
+    assert_same_training(family, res["default"], res["mirrored"])
+
+
+def assert_same_training(family, one, two):
     assert set(one) == set(two) and one
     main = "g_loss" if "g_loss" in one else "loss"
     for k in one:
@@ -60,3 +69,96 @@ def test_mirrored_two_replicas_train_as_one_process(family, small_folder, tmp_pa
         np.testing.assert_allclose(b[0], a[0], rtol=1e-3, atol=1e-6, err_msg=f"{family} {k}: first step")
         rtol = MAIN_LOSS_RTOL if k == main else TRAJECTORY_RTOL.get(family, MAIN_LOSS_RTOL)
         np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-3, err_msg=f"{family} {k}: trajectory")
+
+
+def test_a_global_batch_the_replicas_cannot_share_is_refused(small_folder, tmp_path):
+    r = subprocess.run([sys.executable, str(RUNNER), "mirrored-only", "autoencoder", str(small_folder), str(tmp_path), "train.batch_size=3"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode != 0 and "train.batch_size: expected a multiple of the 2 replicas of train.distribute: mirrored, got 3" in r.stderr
+    assert not (tmp_path / "mirrored").exists()  # the failed start leaves no run folder
+
+
+def free_ports(n):
+    """n loopback ports free now (bound to 0, read back, released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_job(family, root, out, *extra, workers=2):
+    """A MultiWorkerMirroredStrategy job of ``workers`` processes on loopback."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
+    procs = []
+    for i in range(workers):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, str(RUNNER), "worker", family, str(root), str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+    return procs
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+def finish(procs, timeout=600):
+    """Wait for every process (one deadline for all), then their outputs; the
+    processes are killed whatever happens."""
+    deadline = time.monotonic() + timeout
+    try:
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert p.returncode == 0, err[-3000:]
+            outs.append(out)
+        return outs
+    finally:
+        stop(procs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_workers_train_as_one_process(family, small_folder, tmp_path):
+    """MultiWorkerMirroredStrategy, two worker processes on loopback (batch 4 = 2 x 2),
+    against one process on batch 4: the same tolerances as the mirrored test. Only the
+    chief writes the run folder; the other worker's scratch folder is gone."""
+    job = start_job(family, small_folder, tmp_path / "job")
+    single = subprocess.Popen([sys.executable, str(RUNNER), "single", family, str(small_folder), str(tmp_path / "one")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    chief_out, other_out, one_out = finish([*job, single])
+    assert json.loads(other_out.strip().splitlines()[-1]) == {}  # the non-chief reports nothing
+    one = json.loads(one_out.strip().splitlines()[-1])["default"]
+    two = json.loads(chief_out.strip().splitlines()[-1])["multi_worker"]
+    assert_same_training(family, one, two)
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["worker"]  # one run folder, the chief's
+    assert Run(tmp_path / "job" / "worker").finished
+
+
+def test_killed_worker_then_rerun_resumes_from_the_last_backup(small_folder, tmp_path):
+    """SIGKILL of one worker in the middle of training; the job (both workers) is
+    stopped and started again with --resume: it resumes at the chief's last backup
+    (every 4 steps and at epoch ends here) and completes. Work lost: the steps after
+    that backup, fewer than 4."""
+    extra = ["train.epochs=3", "train.steps_per_epoch=10", "train.backup_every_steps=4"]
+    out = tmp_path / "job"
+    job = start_job("autoencoder", small_folder, out, *extra)
+    info = Run(out / "worker").backup_info
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and not (info.exists() and json.loads(info.read_text()).get("global_step", 0) >= 12):
+            assert all(p.poll() is None for p in job), "a worker ended before it was killed"
+            time.sleep(0.2)
+        assert info.exists(), "no backup within 300 s"
+        job[1].send_signal(signal.SIGKILL)
+        killed_at = json.loads(info.read_text())["global_step"]
+    finally:
+        stop(job)  # the surviving worker waits for its peer: the scheduler stops the job
+    backed_up = json.loads(info.read_text())["global_step"]
+    assert killed_at <= backed_up < 30 and (backed_up % 4 == 0 or backed_up % 10 == 0)  # every 4 steps and at epoch ends
+    finish(start_job("autoencoder", small_folder, out, *extra, "resume"))
+    summary = Run(out / "worker").summary()
+    assert summary["global_step"] == 30
+    assert summary["steps_this_session"] == 30 - backed_up  # resumed at the backup, not at an epoch or at 0

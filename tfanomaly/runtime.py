@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from tfanomaly.errors import UserError  # noqa: E402
 
 
 def setup(cfg) -> None:
@@ -38,3 +41,21 @@ def strategy_for(cfg) -> tf.distribute.Strategy:
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def worker_role(cfg) -> tuple[bool, str]:
+    """(is chief, name) of this process. Under ``train.distribute: multi_worker`` the
+    task in ``TF_CONFIG`` decides: the chief is task ``chief`` 0, or ``worker`` 0 when
+    the cluster names no chief (TensorFlow's rule). Every other run is its own chief."""
+    if cfg.train.distribute != "multi_worker":
+        return True, "chief"
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        conf = json.loads(raw) if raw else {}
+        task = conf.get("task", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+        has_chief = bool(conf.get("cluster", {}).get("chief"))
+    except (ValueError, AttributeError, TypeError):
+        raise UserError(f"TF_CONFIG: expected JSON with cluster and task (type, index), got {raw[:200]!r}") from None
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+    return chief, f"{kind}-{index}"

@@ -20,7 +20,7 @@ from tfanomaly import guards, runtime
 from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.config import Config, save_config
 from tfanomaly.data.pipeline import Data
-from tfanomaly.errors import UserError
+from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.files import atomic_write_text, tile_grid, write_png
 from tfanomaly.models import registry
 from tfanomaly.run import Run, load_model  # noqa: F401 (load_model: part of this module's API since the start)
@@ -367,9 +367,30 @@ def train_splits(cfg: Config, seeds: list[int], parent: str | os.PathLike | None
 
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = False, extra_callbacks=(), verbose: int | str = "auto", echo=print) -> Path:
-    """Train the family named by ``cfg.family``; returns the run directory."""
+    """Train the family named by ``cfg.family``; returns the run directory.
+
+    Under ``train.distribute: multi_worker`` every worker runs this with the same
+    arguments; the chief writes the run folder, the other workers write theirs to
+    a temporary folder that is removed at the end (and read the chief's backup on
+    ``resume``), as TensorFlow's multi-worker checkpointing asks."""
     run = Path(run_dir) if run_dir else default_run_dir(cfg)
+    chief, role = runtime.worker_role(cfg)
+    if not chief:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix=f"tfanomaly-{role}-"))
+        try:
+            _train(cfg, scratch, resume, extra_callbacks, verbose, echo=lambda m: None, backup_from=Run(run) if resume else None)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return run
+    return _train(cfg, run, resume, extra_callbacks, verbose, echo)
+
+
+def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo, backup_from: Run | None = None) -> Path:
     layout = Run(run)
+    if backup_from is not None:  # a non-chief worker: its scratch folder, the chief's backup
+        resume = False
     if run.exists() and any(run.iterdir()) and not resume:
         raise UserError(f"{run}: run directory already holds a run; pass --resume to continue it or --run-dir for a new one")
     if resume and not layout.started:
@@ -379,10 +400,13 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config_file)
 
+        strategy = runtime.strategy_for(cfg)  # first: a multi-worker strategy must precede every other TF op
         runtime.setup(cfg)
-        strategy = runtime.strategy_for(cfg)
         data = Data(cfg)
         global_batch = cfg.train.batch_size
+        replicas = strategy.num_replicas_in_sync
+        if global_batch % replicas:
+            raise ConfigError(f"{cfg.source_file}: train.batch_size: expected a multiple of the {replicas} replicas of train.distribute: {cfg.train.distribute}, got {global_batch}")
         two_domain = registry.model_class(cfg.family).trains_on_defects
         n_patches = data.train_patches(two_domain)
         steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
@@ -410,8 +434,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
             plateau = [ReduceLROnPlateauAll(monitor, rp.patience, rp.factor, rp.min_lr)]
 
         done = 0
-        if resume:
-            restored = restore_backup(model, layout)
+        if resume or backup_from is not None:
+            restored = restore_backup(model, backup_from or layout)
             if restored is None:
                 echo(f"{run}: no backup to resume from ({layout.backup_dir} is missing): training starts at step 0")
             else:

@@ -169,15 +169,22 @@ class AnomalyModel(keras.Model):
     def metrics(self):
         return list(getattr(self, "_trackers", {}).values())
 
-    def _report(self, values: dict):
+    def _report(self, values: dict, extra: dict | None = None):
         """Track the step's losses. ``values`` are this replica's share of global-batch
         means (``_avg``); times the number of replicas they are the mean over its own
         images, and keras averages those over replicas: the logs show the global
-        batch's means under any strategy."""
-        n = tf.distribute.get_strategy().num_replicas_in_sync
+        batch's means under any strategy. ``extra`` values (counters, the same on
+        every replica) are logged as they are."""
+        strategy = tf.distribute.get_strategy()
+        n = strategy.num_replicas_in_sync
         for k, v in values.items():
             self._trackers[k].update_state(v * n)
-        return {k: t.result() for k, t in self._trackers.items()}
+        logs = {k: t.result() for k, t in self._trackers.items()}
+        logs.update({k: tf.cast(v, tf.float32) for k, v in (extra or {}).items()})
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # keras reduces a multi-worker step's logs with strategy.reduce(MEAN, v, axis=0): they need an axis
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     @staticmethod
     def _replica_rows(draw, n):

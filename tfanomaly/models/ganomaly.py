@@ -176,9 +176,7 @@ class GANomaly(AnomalyModel):
 
         values = {k: self._avg(v) for k, v in terms.items()}
         values["d_loss"] = d_loss
-        logs = self._report(values)
-        logs["d_reinits"] = tf.identity(self.d_reinits)
-        return logs
+        return self._report(values, extra={"d_reinits": self.d_reinits})
 
     def test_step(self, data):
         x, z_i, x_hat, z_o = self.generate(data[IMAGE])
