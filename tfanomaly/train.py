@@ -380,7 +380,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, resume: bool = 
 
         scratch = Path(tempfile.mkdtemp(prefix=f"tfanomaly-{role}-"))
         try:
-            _train(cfg, scratch, resume, extra_callbacks, verbose, echo=lambda m: None, backup_from=Run(run) if resume else None)
+            _train(cfg, scratch, resume, extra_callbacks, 0, echo=lambda m: None, backup_from=Run(run) if resume else None)  # a quiet console
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return run
