@@ -296,6 +296,20 @@ def test_train_frames_select_what_trains(vial_data):
         vial_cfg(vial_data, "data.train_frames=[4]")
 
 
+def test_scoring_images_the_model_never_trained_on_is_warned(vial_data):
+    """The demo once scored rank 7 while training on frames and ranks 1, 16 only,
+    and whether its generator reproduced the rank-7 meniscus depended on the
+    seed: training says so when a scored kind of image is not trained on."""
+    from tfanomaly.train import unseen_scored_images
+
+    warn = unseen_scored_images(vial_cfg(vial_data, "data.rank_images=[1, 4]", "data.eval_ranks=[2]", "data.eval_frames=[]"))
+    assert warn == ("warning: the model is scored on rank image 2 (data.eval_ranks / data.eval_frames) but never trains on it; add it to data.rank_images")
+    warn = unseen_scored_images(vial_cfg(vial_data, "data.train_frames=[0]", "data.rank_images=[1]", "data.eval_ranks=[2]", "data.eval_frames=[0, 3]"))
+    assert "rank image 2, frame 3 " in warn and warn.endswith("add them to data.rank_images and data.train_frames")
+    assert unseen_scored_images(vial_cfg(vial_data, "data.rank_images=[1, 2]", "data.eval_ranks=[2]", "data.eval_frames=[0]")) is None
+    assert unseen_scored_images(vial_cfg(vial_data, "data.train_frames=[0]", "data.rank_images=[]", "data.eval_ranks=[]", "data.eval_frames=[0]")) is None
+
+
 def test_report_names_rank_images():
     from tfanomaly.evaluate import Scored
     from tfanomaly.report import sample_name

@@ -329,6 +329,28 @@ def describe_start(cfg: Config, data: Data, n_patches: int, steps: int, two_doma
     )
 
 
+def unseen_scored_images(cfg: Config) -> str | None:
+    """A warning when the vial line scores kinds of image it never trains on (a rank
+    image in ``data.eval_ranks`` missing from ``data.rank_images``, or a frame outside
+    ``data.train_frames``): the generator then reconstructs them by extrapolation,
+    and how well depends on the training trajectory (docs/benchmarks.md, the demo's
+    seeds). None when every scored image is a kind the model trained on."""
+    d = cfg.data
+    if d.source != "vials":
+        return None
+    ranks = sorted(set(d.eval_ranks) - set(d.rank_images))
+    trained = set(range(d.frames_per_acquisition)) if d.train_frames is None else set(d.train_frames)
+    frames = sorted(set(d.eval_frames) - trained)
+    unseen = [f"rank image {r}" for r in ranks] + [f"frame {f}" for f in frames]
+    if not unseen:
+        return None
+    fix = " and ".join(x for x in (ranks and "data.rank_images", frames and "data.train_frames") if x)
+    return (
+        f"warning: the model is scored on {', '.join(unseen)} (data.eval_ranks / data.eval_frames) but never trains on "
+        f"{'it' if len(unseen) == 1 else 'them'}; add {'it' if len(unseen) == 1 else 'them'} to {fix}"
+    )
+
+
 @contextlib.contextmanager
 def _removed_if_setup_fails(run: Path, fresh: bool):
     """Remove the run folder this call created when training fails before its
@@ -426,6 +448,8 @@ def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo,
         val_ds = data.validation_dataset(global_batch)
         watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
         echo(describe_start(cfg, data, n_patches, steps, two_domain))
+        if (unseen := unseen_scored_images(cfg)) is not None:
+            echo(unseen)
         plateau = []
         rp = cfg.train.reduce_on_plateau
         if rp.patience:
