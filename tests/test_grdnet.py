@@ -330,3 +330,27 @@ def test_failed_start_leaves_no_run_folder(vial_data, tmp_path):
     with pytest.raises(UserError, match=victim.name):
         train(cfg, run, resume=True, verbose=0)
     assert Run(run).model_file.exists() and Run(run).config_file.exists()
+
+
+def test_warmup_ramps_every_learning_rate_then_follows_the_schedule(tmp_path):
+    """train.warmup_steps: the rate is min(1, (step + 1) / N) x the schedule's, for the
+    generator's and the discriminator's optimizers alike; it survives a save and load."""
+    from tfanomaly.models.base import LinearWarmup
+
+    cfg = tiny(**{"train.warmup_steps": 4, "train.learning_rate": 1e-3, "train.first_decay_steps": 10})
+    m = build(cfg)
+    cosine = keras.optimizers.schedules.CosineDecayRestarts(1e-3, first_decay_steps=10, t_mul=2.0, m_mul=1 / 3, alpha=0.0)
+    steps = np.arange(12)
+    want = np.minimum(1.0, (steps + 1) / 4) * np.array([float(cosine(s)) for s in steps])
+    for name in m._optimizer_names:
+        sched = getattr(m, name)._learning_rate
+        assert isinstance(sched, LinearWarmup)
+        np.testing.assert_allclose([float(sched(s)) for s in steps], want, rtol=1e-6)
+    assert want[0] == pytest.approx(0.25e-3) and want[3] == pytest.approx(float(cosine(3)))
+    back = LinearWarmup.from_config(keras.saving.serialize_keras_object(sched)["config"])
+    np.testing.assert_allclose([float(back(s)) for s in steps], want, rtol=1e-6)
+    const = tiny(**{"train.warmup_steps": 2, "train.lr_schedule": "constant", "train.learning_rate": 1e-3})
+    sched = getattr(build(const), m._optimizer_names[0])._learning_rate
+    np.testing.assert_allclose([float(sched(s)) for s in range(4)], [5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-6)
+    with pytest.raises(Exception, match="train.warmup_steps: reduce-on-plateau"):
+        tiny(**{"train.warmup_steps": 2, "train.lr_schedule": "constant", "train.reduce_on_plateau.patience": 2})

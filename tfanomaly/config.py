@@ -228,6 +228,7 @@ class TrainConfig:
     lr_schedule: str = checked("cosine_restarts", one_of("constant", "cosine_restarts", "linear_decay"))
     first_decay_steps: int = checked(1000, positive, help="cosine restarts: steps of the first cycle")
     restart_m_mul: float = checked(1 / 3, positive, help="each restart's peak relative to the previous one")
+    warmup_steps: int = checked(0, non_negative, help="ramp every learning rate linearly from 0 over the first N updates (0 = off)")
     beta_1: float = checked(0.5, unit_interval)
     beta_2: float = checked(0.999, unit_interval)
     grad_accum_steps: int = checked(1, positive)
@@ -476,6 +477,8 @@ def _cross_checks(cfg: Config, src: str) -> None:
         raise ConfigError(f"{src}: corrupt.enabled: the Perlin perturbation (perturb.enabled) is on too; enable one of them")
     if cfg.train.reduce_on_plateau.patience and cfg.train.lr_schedule != "constant":
         raise ConfigError(f"{src}: train.reduce_on_plateau.patience: reduce-on-plateau scales a constant learning rate, but train.lr_schedule is {cfg.train.lr_schedule!r}; set it to constant")
+    if cfg.train.reduce_on_plateau.patience and cfg.train.warmup_steps:
+        raise ConfigError(f"{src}: train.warmup_steps: reduce-on-plateau scales a constant learning rate, and a warm-up makes it a schedule; set one of them to 0")
     if cfg.augment.rot90 and h != w:
         raise ConfigError(f"{src}: augment.rot90: a 90-degree rotation needs a square data.image_size, got {d.image_size}")
     if d.split.mode == "balanced" and d.tfrecords:

@@ -31,6 +31,8 @@ def make_optimizer(train_cfg, total_steps: int, lr_scale: float = 1.0, name: str
         lr = keras.optimizers.schedules.CosineDecayRestarts(lr, first_decay_steps=train_cfg.first_decay_steps, t_mul=2.0, m_mul=train_cfg.restart_m_mul, alpha=0.0)
     elif train_cfg.lr_schedule == "linear_decay":
         lr = HalfwayLinearDecay(lr, max(total_steps, 2))
+    if train_cfg.warmup_steps:
+        lr = LinearWarmup(lr, train_cfg.warmup_steps)
     # Keras averages the gradients of ``grad_accum_steps`` batches and applies
     # them once; ``iterations`` (the schedules' step) counts applied updates.
     accum = train_cfg.grad_accum_steps if train_cfg.grad_accum_steps > 1 else None
@@ -53,6 +55,28 @@ class HalfwayLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "total_steps": self.total_steps}
+
+
+@keras.saving.register_keras_serializable(package="tfanomaly")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """``after`` (a schedule or a constant) scaled by min(1, (step + 1) / warmup_steps):
+    the first updates of a fresh GAN are small, so that its generator does not
+    collapse to a flat output before the discriminator has learnt anything."""
+
+    def __init__(self, after, warmup_steps):
+        if isinstance(after, dict):
+            after = keras.saving.deserialize_keras_object(after)
+        self.after = after
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / float(self.warmup_steps))
+        base = self.after(step) if callable(self.after) else self.after
+        return ramp * tf.cast(base, tf.float32)
+
+    def get_config(self):
+        after = keras.saving.serialize_keras_object(self.after) if callable(self.after) else self.after
+        return {"after": after, "warmup_steps": self.warmup_steps}
 
 
 class AnomalyModel(keras.Model):
