@@ -60,8 +60,8 @@ class HalfwayLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 @keras.saving.register_keras_serializable(package="tfanomaly")
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     """``after`` (a schedule or a constant) scaled by min(1, (step + 1) / warmup_steps):
-    the first updates of a fresh GAN are small, so that its generator does not
-    collapse to a flat output before the discriminator has learnt anything."""
+    the first updates of a fresh model are small, a common guard against early
+    instability (it did not rescue the demo's seed 1, docs/benchmarks.md)."""
 
     def __init__(self, after, warmup_steps):
         if isinstance(after, dict):
