@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tests._distributed_run import TINY
 from tests.conftest import save_run
+from tfanomaly.batch import ABNORMAL, make
 from tfanomaly.config import load_config
 from tfanomaly.export import export
 from tfanomaly.models import registry
@@ -59,7 +60,7 @@ def test_bfloat16_trains_and_scores_like_float32(family, bf16):
     model.compile_for_training(cfg.train, 10, 4)
     m = np.zeros((4, 32, 32, 1), np.float32)
     m[:, 8:16, 8:16] = 1
-    batch = {"image": x[:4], "perturbed": x[:4] * (1 - 0.5 * m), "perturb_mask": tf.constant(m), "noise": tf.constant(m * 0.5), "abnormal": x[4:]}
+    batch = {**make(x[:4], x[:4] * (1 - 0.5 * m), tf.constant(m), tf.constant(m * 0.5)), ABNORMAL: x[4:]}
     step = tf.function(model.train_step)
     for _ in range(2):
         logs = step(batch)

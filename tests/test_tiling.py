@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests._distributed_run import TINY
 from tests.conftest import write_img
 from tfanomaly import tiling
 from tfanomaly.config import load_config
@@ -170,14 +171,7 @@ def tiled_cfg(root, *extra):
             "data.tiling.enabled=true",
             "data.tiling.stride=[16, 16]",
             "data.split.train_fraction=0.67",
-            "perturb.max_scale=3",
-            "model.variant=full",
-            "model.widths=[8, 16]",
-            "model.stem_width=8",
-            "model.disc_widths=[8, 16]",
-            "model.unet_widths=[8, 16]",
-            "model.latent_dim=8",
-            "model.ssim_window=7",
+            *TINY["grdnet"],  # GRD-Net full, 8-16 wide
             "model.score_pool=4",
             "train.batch_size=4",
             "eval.calibration_fraction=0.5",

@@ -19,7 +19,7 @@ import numpy as np
 from tfanomaly import guards, runtime
 from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.config import Config, save_config
-from tfanomaly.data.pipeline import Data
+from tfanomaly.data.pipeline import Data, acquisition_images
 from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.files import atomic_write_text, tile_grid, write_png
 from tfanomaly.models import registry
@@ -335,12 +335,11 @@ def unseen_scored_images(cfg: Config) -> str | None:
     ``data.train_frames``): the generator then reconstructs them by extrapolation,
     and how well depends on the training trajectory (docs/benchmarks.md, the demo's
     seeds). None when every scored image is a kind the model trained on."""
-    d = cfg.data
-    if d.source != "vials":
+    if cfg.data.source != "vials":
         return None
-    ranks = sorted(set(d.eval_ranks) - set(d.rank_images))
-    trained = set(range(d.frames_per_acquisition)) if d.train_frames is None else set(d.train_frames)
-    frames = sorted(set(d.eval_frames) - trained)
+    (scored_frames, scored_ranks), (frames_seen, ranks_seen) = (acquisition_images(cfg.data, t) for t in (False, True))
+    ranks = sorted(set(scored_ranks) - set(ranks_seen))
+    frames = sorted(set(scored_frames) - set(frames_seen))
     unseen = [f"rank image {r}" for r in ranks] + [f"frame {f}" for f in frames]
     if not unseen:
         return None

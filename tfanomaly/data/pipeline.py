@@ -81,6 +81,15 @@ def _depth_channel(rgb, depth_u16, rgbd_cfg, surface):
     return tf.concat([rgb * k, d8 * k], axis=-1)
 
 
+def acquisition_images(d, training: bool) -> tuple[list[int], list[int]]:
+    """(frame indices, ranks) of a vial acquisition that become patches, for
+    training (``data.train_frames``, all frames when unset, and ``data.rank_images``)
+    or for scoring (``data.eval_frames``, ``data.eval_ranks``); ``d`` is the data config."""
+    if training:
+        return (list(range(d.frames_per_acquisition)) if d.train_frames is None else list(d.train_frames)), list(d.rank_images)
+    return list(d.eval_frames), list(d.eval_ranks)
+
+
 class PatchSource:
     """Loads an :class:`Index` into patch elements, as tf.data."""
 
@@ -102,15 +111,7 @@ class PatchSource:
 
     # -- counts without decoding --------------------------------------------------------
     def images_per_acquisition(self, training: bool) -> int:
-        d = self.cfg.data
-        return len(self.frames_used(training)) + len(d.rank_images if training else d.eval_ranks)
-
-    def frames_used(self, training: bool) -> list[int]:
-        """The frames of an acquisition that become patches (rank images come on top)."""
-        d = self.cfg.data
-        if training:
-            return list(range(d.frames_per_acquisition)) if d.train_frames is None else list(d.train_frames)
-        return list(d.eval_frames)
+        return sum(map(len, acquisition_images(self.cfg.data, training)))
 
     def count(self, subset: str, training: bool, labels: tuple[int, ...] = (0, 1)) -> int:
         n = 0
@@ -188,8 +189,7 @@ class PatchSource:
     def _acquisitions(self, items, training: bool) -> tf.data.Dataset:
         d = self.cfg.data
         a = d.frames_per_acquisition
-        ranks = list(d.rank_images) if training else list(d.eval_ranks)
-        frames_used = self.frames_used(training)
+        frames_used, ranks = acquisition_images(d, training)
         size, channels, boxes = self.size, self.channels, self.boxes
         interp = d.interpolation
         table = {
