@@ -55,7 +55,13 @@ def gaussian_blur(x, sigma: float, window: int | None = None, valid: bool = Fals
     g = gaussian_1d(window, sigma)
     bh = tf.constant(band_matrix(h, g, valid))
     bw = tf.constant(band_matrix(w, g, valid))
+    c = x.shape[3]
+    # Both passes are plain 2-D MatMuls on a flattened batch. A batched matmul with a broadcast 2-D
+    # operand (tf.matmul([B, C, H, W], [W', W]^T)) is what this was before, and TF 2.21's oneDNN kernel for
+    # it segfaults or returns wrong values on Intel AVX-512/AMX hosts when C is 1 (bench/onednn_crash.py
+    # --matmul, docs/benchmarks.md); its gradient is the same kind of product.
     t = tf.transpose(x, [0, 3, 1, 2])  # [B, C, H, W]
-    t = tf.matmul(t, bw, transpose_b=True)  # along W
-    t = tf.matmul(bh, t)  # along H (bh broadcast over B, C)
-    return tf.transpose(t, [0, 2, 3, 1])
+    t = tf.reshape(tf.matmul(tf.reshape(t, [-1, w]), bw, transpose_b=True), [-1, c, h, bw.shape[0]])  # along W
+    t = tf.transpose(t, [0, 1, 3, 2])  # [B, C, W', H]
+    t = tf.reshape(tf.matmul(tf.reshape(t, [-1, h]), bh, transpose_b=True), [-1, c, bw.shape[0], bh.shape[0]])  # along H
+    return tf.transpose(t, [0, 3, 2, 1])  # [B, H', W', C]
