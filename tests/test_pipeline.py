@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.conftest import vial_cfg
@@ -98,3 +99,27 @@ def test_interpolation_setting_reaches_the_resize(tmp_path):
         want = tf.image.resize(raw[..., None].astype(np.float32), [16, 16], method).numpy()
         np.testing.assert_array_equal(out[method], np.clip(np.round(want), 0, 255).astype(np.uint8))
     assert not np.array_equal(out["bilinear"], out["bicubic"])
+
+
+def test_shift_moves_image_and_mask_by_whole_pixels_within_the_bound():
+    import numpy as np
+    import tensorflow as tf
+
+    from tfanomaly.config import load_config
+    from tfanomaly.data.augment import augment
+
+    aug = load_config(None, ["augment.rotation=0", "augment.shift=[0.25, 0.125]", "augment.vflip=false", "augment.hflip=false"]).augment
+    rng = np.random.default_rng(0)
+    img = rng.uniform(size=(16, 16, 1)).astype(np.float32)
+    seen = set()
+    for s in range(40):
+        a, m = augment(tf.constant(img), tf.constant(img), tf.constant([3, s], tf.int64), aug)
+        a, m = a.numpy(), m.numpy()
+        np.testing.assert_array_equal(a, m)  # the mask moves with the image
+        padded = np.pad(img, [(4, 4), (2, 2), (0, 0)], mode="reflect")  # numpy's reflect = TF's REFLECT
+        hits = [(dy, dx) for dy in range(-4, 5) for dx in range(-2, 3) if np.array_equal(a, padded[4 - dy : 20 - dy, 2 - dx : 18 - dx])]
+        assert len(hits) == 1  # a whole-pixel translation within 0.25 x 16 = 4 rows and 0.125 x 16 = 2 columns
+        seen.add(hits[0])
+    assert {dy for dy, _ in seen} >= {-4, 4} and {dx for _, dx in seen} == {-2, -1, 0, 1, 2}
+    with pytest.raises(Exception, match="augment.shift"):
+        load_config(None, ["augment.shift=[0.5, 0]"])

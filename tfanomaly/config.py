@@ -40,6 +40,11 @@ from tfanomaly.validators import (  # noqa: F401  (re-exported: field checks of 
     unit_interval,
 )
 
+
+def below_half(v):
+    return None if 0.0 <= v < 0.5 else "in [0, 0.5)"
+
+
 # --------------------------------------------------------------------------
 # Config sections shared by all families.
 
@@ -162,6 +167,7 @@ class AugmentConfig:
     enabled: bool = True
     rotation: float = checked(math.pi / 8, non_negative, help="max abs rotation, radians")
     rot90: bool = checked(False, help="rotate by a random multiple of 90 degrees (square patches only)")
+    shift: list[float] = checked(factory=lambda: [0.0, 0.0], check=all_of(length(2), each(below_half)), help="max shift [dy, dx] (of height, width): whole pixels, reflected at the border (0 = off)")
     vflip: bool = True
     hflip: bool = checked(False, help="off by default: on the vial line a mirrored vial is an anomaly")
     brightness: float = checked(0.0, non_negative, help="max abs brightness delta")

@@ -30,6 +30,23 @@ def rotate(image, angle, fill_mode="REFLECT", interpolation="BILINEAR"):
     return out[0]
 
 
+def translate(image, mask, seed, fraction):
+    """Translate image and mask by whole pixels, at most ``fraction`` = [fy, fx] of the height and width,
+    reflecting at the border. Whole pixels keep the image as sharp as it was (no resampling)."""
+    h, w = image.shape[0], image.shape[1]
+    my, mx = int(round(fraction[0] * h)), int(round(fraction[1] * w))
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    dy = tf.random.stateless_uniform([], seeds[0], -my, my + 1, dtype=tf.int32)
+    dx = tf.random.stateless_uniform([], seeds[1], -mx, mx + 1, dtype=tf.int32)
+    pads = [[my, my], [mx, mx], [0, 0]]
+
+    def move(x):
+        big = tf.pad(x, pads, mode="REFLECT")
+        return tf.ensure_shape(tf.slice(big, tf.stack([my - dy, mx - dx, 0]), tf.shape(x)), x.shape)
+
+    return move(image), move(mask)
+
+
 def augment(image, mask, seed, cfg):
     """Apply the augmentations of ``cfg`` (an AugmentConfig) to image and mask.
 
@@ -45,6 +62,8 @@ def augment(image, mask, seed, cfg):
         angle = tf.random.stateless_uniform([], seeds[0], -cfg.rotation, cfg.rotation)
         image = rotate(image, angle)
         mask = rotate(mask, angle, interpolation="NEAREST")
+    if cfg.shift[0] > 0 or cfg.shift[1] > 0:
+        image, mask = translate(image, mask, tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7), cfg.shift)
     if cfg.rot90:  # square patches (checked by the config)
         s90 = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 90)  # the other draws stay as they were
         k = tf.random.stateless_uniform([], s90, 0, 4, dtype=tf.int32)
