@@ -230,14 +230,15 @@ def synth_kit(
 def data_pack(
     config: Path = CONFIG,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the TFRecord shards."),
-    shard_size: int = typer.Option(4096, min=1, help="Patches per shard."),
+    shard_size: int = typer.Option(4096, min=1, help="Patches per shard (at most; training shards are evened out)."),
+    workers: int = typer.Option(1, min=1, help="Workers of the jobs that will read the pack: the training shards are a multiple of it, each worker reading its own files."),
     set_: Optional[List[str]] = SET,
 ):
     """Write the train and test patches as sharded TFRecords (set data.tfrecords to read them back)."""
     cfg = _load(config, set_)
     from tfanomaly.data.pipeline import pack
 
-    info = pack(cfg, out, shard_size)
+    info = pack(cfg, out, shard_size, workers=workers)
     parts = ", ".join(f"{k}: {v['patches']} patches in {v['shards']} shards" for k, v in info["subsets"].items())
     _echo(f"packed {parts} -> {out}")
 

@@ -38,6 +38,25 @@ TINY = {
 }
 
 
+def overrides(family: str, root: str, dist: str = "default", *extra: str) -> list[str]:
+    """The tiny configuration every mode trains (``--set`` items)."""
+    return [
+        f"family={family}",
+        "data.source=folder",
+        f"data.root={root}",
+        "data.good_dirs=[good]",
+        "data.defect_dirs=[bad]",
+        "data.image_size=[32, 32]",
+        "train.batch_size=4",
+        "train.epochs=4",
+        "train.steps_per_epoch=1",
+        "train.validation_fraction=0",
+        f"train.distribute={dist}",
+        *TINY[family],
+        *extra,
+    ]
+
+
 def trajectory(run) -> dict:
     from tfanomaly.run import Run
 
@@ -56,24 +75,7 @@ def main(mode: str, family: str, root: str, out: str, *extra: str) -> None:
     dists = {"mirrored": ("default", "mirrored"), "mirrored-only": ("mirrored",), "single": ("default",), "worker": ("multi_worker",)}[mode]
     result = {"replicas": len(runtime.local_devices())} if mode.startswith("mirrored") else {}  # (before a multi-worker strategy, any TF op is too early)
     for dist in dists:
-        cfg = load_config(
-            None,
-            [
-                f"family={family}",
-                "data.source=folder",
-                f"data.root={root}",
-                "data.good_dirs=[good]",
-                "data.defect_dirs=[bad]",
-                "data.image_size=[32, 32]",
-                "train.batch_size=4",
-                "train.epochs=4",
-                "train.steps_per_epoch=1",
-                "train.validation_fraction=0",
-                f"train.distribute={dist}",
-                *TINY[family],
-                *extra,
-            ],
-        )
+        cfg = load_config(None, overrides(family, root, dist, *extra))
         run = train(cfg, f"{out}/{'worker' if mode == 'worker' else dist}", resume=resume, verbose=0, echo=lambda m: None)
         if runtime.worker_role(cfg)[0]:
             result[dist] = trajectory(run)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, write_img
+from tfanomaly import runtime
 from tfanomaly.run import Run
 
 FAMILIES = ["grdnet", "ganomaly", "autoencoder", "adgan", "cyclegan"]
@@ -42,9 +42,11 @@ def replicas_run(family, root, out):
 
 # Relative tolerance on steps 2-4 of every logged term. GRD-Net's GAN amplifies the ~1e-4
 # differences of a synchronized batch norm (sum / sum of squares over replicas) within three
-# updates: its small latent distance ``enc`` and D's loss move by up to 15% (measured), while the
-# generator's total loss stays within 1%.
-TRAJECTORY_RTOL = {"grdnet": 0.25}
+# updates: its small latent distance ``enc`` and D's loss move by up to 15% on AMD EPYC (AVX2), and
+# ``enc`` by up to 30% on an Intel Xeon with AVX-512 and AMX (session 12: step 4 1.12 vs 0.86;
+# already 1.013 vs 0.964 at step 2, where the mirrored and the multi-worker runs agree with each
+# other to 1e-4), while the generator's total loss stays within 1% on both.
+TRAJECTORY_RTOL = {"grdnet": 0.4}
 MAIN_LOSS_RTOL = 0.02
 
 
@@ -77,21 +79,9 @@ def test_a_global_batch_the_replicas_cannot_share_is_refused(small_folder, tmp_p
     assert not (tmp_path / "mirrored").exists()  # the failed start leaves no run folder
 
 
-def free_ports(n):
-    """n loopback ports free now (bound to 0, read back, released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start_job(family, root, out, *extra, workers=2):
     """A MultiWorkerMirroredStrategy job of ``workers`` processes on loopback."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(workers)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in runtime.loopback_ports(workers)]}
     procs = []
     for i in range(workers):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
@@ -162,3 +152,25 @@ def test_killed_worker_then_rerun_resumes_from_the_last_backup(small_folder, tmp
     summary = Run(out / "worker").summary()
     assert summary["global_step"] == 30
     assert summary["steps_this_session"] == 30 - backed_up  # resumed at the backup, not at an epoch or at 0
+
+
+def test_two_workers_read_a_pack_by_file(small_folder, tmp_path):
+    """A pack written for two workers (``data pack --workers 2``) and a two-worker job on it: each
+    worker reads its own shards (distribute_datasets_from_function; the chief files 0, 2, ...), and the
+    job trains to the end with finite losses. Which patches each share holds, and that the shares are
+    disjoint and complete, is checked in tests/test_pipeline.py."""
+    from tests._distributed_run import overrides
+    from tfanomaly.config import load_config
+    from tfanomaly.data.pipeline import pack
+
+    pack_dir = tmp_path / "pack"
+    info = pack(load_config(None, overrides("autoencoder", str(small_folder))), pack_dir, shard_size=2, workers=2)
+    shards = sorted(p.name for p in pack_dir.glob("train-*.tfrecord"))
+    assert len(shards) == info["subsets"]["train"]["shards"] >= 4 and len(shards) % 2 == 0
+    out = tmp_path / "job"
+    chief_out, _ = finish(start_job("autoencoder", small_folder, out, f"data.tfrecords={pack_dir}"))
+    losses = json.loads(chief_out.strip().splitlines()[-1])["multi_worker"]
+    assert losses and all(len(v) == 4 and np.all(np.isfinite(v)) for v in losses.values())
+    summary = Run(out / "worker").summary()
+    assert summary["input_shards"] == {"pipeline": 0, "pipelines": 2, "files": shards[0::2]}
+    assert summary["global_step"] == 4

@@ -24,6 +24,41 @@ def test_training_batches_are_deterministic_for_a_seed(vial_data):
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
 
 
+def test_a_pack_for_three_workers_shards_by_file(vial_data, tmp_path):
+    """``data pack --workers 3``: the training shards are a multiple of 3 in number and of equal size
+    (within one patch); input pipeline i of 3 reads files i, i + 3, ...: the three shares are disjoint,
+    together they are the whole pack, and each is the same for a seed."""
+    from tfanomaly.data.pipeline import pack_files, shard_bounds
+    from tfanomaly.errors import DataError
+
+    cfg = vial_cfg(vial_data)
+    info = pack(cfg, tmp_path / "pack", shard_size=70, workers=3)
+    n, shards = info["subsets"]["train"]["patches"], info["subsets"]["train"]["shards"]
+    assert shards % 3 == 0 and shards >= -(-n // 70) and info["workers"] == 3
+    sizes = np.diff(shard_bounds(n, 70, 3))
+    assert len(sizes) == shards and sizes.max() - sizes.min() <= 1 and sizes.min() > 0
+    packed = vial_cfg(vial_data, f"data.tfrecords={tmp_path / 'pack'}", "data.shuffle_buffer=1")
+
+    def key(e):
+        return (e["product"], *(int(e[k]) for k in ("run", "frame", "rank", "vial", "region")))
+
+    whole = [key(e) for e in Data(packed).patches("train", True).as_numpy_iterator()]
+    assert len(whole) == len(set(whole)) == n
+    shares = []
+    for i in range(3):
+        files = pack_files(packed, "train", (3, i))
+        assert len(files) == shards // 3
+        got = [key(e) for e in Data(packed).patches("train", True, shuffle=True, shard=(3, i)).as_numpy_iterator()]
+        again = [key(e) for e in Data(packed).patches("train", True, shuffle=True, shard=(3, i)).as_numpy_iterator()]
+        assert got == again  # deterministic for the seed
+        shares.append(set(got))
+    assert sum(len(s) for s in shares) == n and set().union(*shares) == set(whole)  # disjoint and complete
+    batch = next(iter(Data(packed).train_dataset(batch_size=2, shard=(3, 1))))
+    assert batch["image"].shape == (2, 32, 32, 1)
+    with pytest.raises(DataError, match=rf"{shards} train shards for {shards + 1} workers.*--workers {shards + 1}"):
+        pack_files(packed, "train", (shards + 1, 0))
+
+
 def test_augmentation_off_and_perturbation_off_give_the_patch(vial_data):
     cfg = vial_cfg(vial_data, "augment.enabled=false", "perturb.enabled=false", "data.shuffle_buffer=1")
     data = Data(cfg)

@@ -59,3 +59,18 @@ def worker_role(cfg) -> tuple[bool, str]:
         raise UserError(f"TF_CONFIG: expected JSON with cluster and task (type, index), got {raw[:200]!r}") from None
     chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
     return chief, f"{kind}-{index}"
+
+
+def loopback_ports(n: int) -> list[int]:
+    """n loopback TCP ports free now (bound to port 0, read back, released): the addresses of a
+    multi-worker job on one host (tests, bench/distributed.py)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -19,7 +19,7 @@ import numpy as np
 from tfanomaly import guards, runtime
 from tfanomaly.batch import IMAGE, PERTURB_MASK, PERTURBED
 from tfanomaly.config import Config, save_config
-from tfanomaly.data.pipeline import Data, acquisition_images
+from tfanomaly.data.pipeline import Data, acquisition_images, pack_files
 from tfanomaly.errors import ConfigError, UserError
 from tfanomaly.files import atomic_write_text, tile_grid, write_png
 from tfanomaly.models import registry
@@ -286,6 +286,24 @@ def restore_backup(model: keras.Model, run: Run) -> int | None:
     return int(model.step_counter.numpy())
 
 
+def train_input(cfg: Config, data: Data, strategy, global_batch: int, two_domain: bool):
+    """The training input and, when it is sharded by file, this worker's share: (dataset, {"pipeline",
+    "pipelines", "files"} or None). A multi-worker job on a pack reads each shard with one worker only
+    (``distribute_datasets_from_function``: worker i of n reads the pack's files i, i + n, ..., batched
+    per replica); any other input is one pipeline that every worker builds and that tf.distribute splits
+    by element."""
+    if cfg.train.distribute != "multi_worker" or data.pack_info is None:
+        return data.train_dataset(global_batch, two_domain), None
+    share = {}
+
+    def per_worker(ctx):
+        n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
+        share.update(pipeline=i, pipelines=n, files=[Path(f).name for f in pack_files(cfg, "train", (n, i))])
+        return data.train_dataset(ctx.get_per_replica_batch_size(global_batch), two_domain, shard=(n, i))
+
+    return strategy.distribute_datasets_from_function(per_worker), share
+
+
 def fit_from(model: keras.Model, ds, steps: int, epochs: int, done: int, **fit_kw) -> list:
     """Train from batch ``done`` of the plan (``epochs`` x ``steps``): a resume in
     the middle of an epoch first finishes that epoch's remaining batches (one
@@ -433,7 +451,7 @@ def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo,
         steps = cfg.train.steps_per_epoch or max(1, n_patches // global_batch)
         total_steps = steps * cfg.train.epochs
         accum = cfg.train.grad_accum_steps  # batches per optimizer update
-        ds = data.train_dataset(global_batch, two_domain)
+        ds, input_shards = train_input(cfg, data, strategy, global_batch, two_domain)
         # the sample grid's batch comes from a dataset of its own: an iterator of ``ds`` would move the
         # shuffle seed generators that ``ds`` shares with every later iterator (its prefetching too), so
         # the batches trained on would depend on it, and a strategy's copy of ``ds`` would see others
@@ -511,6 +529,7 @@ def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo,
         "monitor": watch.last,
         "collapsed_epochs": watch.collapsed_epochs,
         "lr_reductions": [{"epoch": e + 1, "lr": lr} for e, lr in plateau[0].reductions] if plateau else [],
+        **({"input_shards": input_shards} if input_shards else {}),
     }
     atomic_write_text(layout.summary_file, json.dumps(summary, indent=2))
     return run

@@ -30,7 +30,7 @@ from tfanomaly.data.augment import augment as augment_fn
 from tfanomaly.data.augment import shift as shift_fn
 from tfanomaly.data.rank import rank_images
 from tfanomaly.data.sources import Index, build_index
-from tfanomaly.errors import ConfigError, DataError
+from tfanomaly.errors import ConfigError, DataError, UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 ID_KEYS = ("product", "run", "frame", "rank", "vial", "region")
@@ -260,11 +260,24 @@ FEATURES = {
 }
 
 
-def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None) -> dict:
+def shard_bounds(n: int, shard_size: int, workers: int = 1) -> list[int]:
+    """Boundaries of the shards of ``n`` patches (shard k holds patches [bounds[k], bounds[k + 1])):
+    ceil(n / shard_size) shards, rounded up to a multiple of ``workers`` so that every worker of a job
+    reads as many shards as the next, with sizes that differ by at most one patch, and none empty."""
+    if n == 0:
+        return [0]
+    shards = -(-max(1, -(-n // shard_size)) // workers) * workers
+    shards = min(shards, (n // workers) * workers)  # (n >= workers: checked by the caller)
+    return [(k * n) // shards for k in range(shards + 1)]
+
+
+def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None, workers: int = 1) -> dict:
     """Write the train (training layout) and test (eval layout) patches as
-    TFRecord shards with PNG-encoded patches. Each shard is written under a
-    temporary name and renamed, and index.json last, so a crash never leaves
-    a half-written pack that looks complete."""
+    TFRecord shards with PNG-encoded patches. The training shards are a multiple
+    of ``workers`` in number and of equal size (within one patch), so that a
+    multi-worker job reads each shard with one worker only (:func:`read_pack`).
+    Each shard is written under a temporary name and renamed, and index.json
+    last, so a crash never leaves a half-written pack that looks complete."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = build_index(cfg)
@@ -277,12 +290,18 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None)
         "train_frames": cfg.data.train_frames,
         "eval_frames": list(cfg.data.eval_frames),
         "eval_ranks": list(cfg.data.eval_ranks),
+        "workers": workers,
         "subsets": {},
     }
     for subset, training in (("train", True), ("test", False)):
         if not index.subset(subset):
             continue
-        ds = src.dataset(subset, training, labels=(0,) if training else (0, 1))
+        labels = (0,) if training else (0, 1)
+        expected = src.count(subset, training, labels)
+        if training and expected < workers:
+            raise UserError(f"{out}: {expected} training patches cannot fill a shard for each of {workers} workers (--workers)")
+        bounds = shard_bounds(expected, shard_size, workers if training else 1)
+        ds = src.dataset(subset, training, labels=labels)
         ds = ds.map(
             lambda e: {**e, "image": tf.io.encode_png(e["image"]), "mask": tf.io.encode_png(e["mask"])},
             num_parallel_calls=AUTOTUNE,
@@ -290,7 +309,7 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None)
         )
         n, shard, writer, tmp_names = 0, 0, None, []
         for e in ds.as_numpy_iterator():
-            if writer is None or n % shard_size == 0:
+            if shard < len(bounds) - 1 and n == bounds[shard]:
                 if writer is not None:
                     writer.close()
                 tmp = out / f".{subset}-{shard:05d}.tmp"
@@ -314,6 +333,8 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None)
                 progress(subset, n)
         if writer is not None:
             writer.close()
+        if n != expected:
+            raise DataError(f"{out}: wrote {n} {subset} patches, expected {expected}")
         for i, tmp in enumerate(tmp_names):
             os.replace(tmp, out / f"{subset}-{i:05d}-of-{len(tmp_names):05d}.tfrecord")
         summary["subsets"][subset] = {"patches": n, "shards": len(tmp_names)}
@@ -335,11 +356,25 @@ def read_pack_index(cfg) -> dict:
     return info
 
 
-def read_pack(cfg, subset: str, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+def pack_files(cfg, subset: str, shard: tuple[int, int] | None = None) -> list[str]:
+    """The shard files of a pack's subset, sorted; ``shard`` = (n, i): only the files i, i + n,
+    i + 2n, ... (input pipeline i of n: a worker of a multi-worker job reads its own files, and no other
+    worker reads them)."""
     folder = Path(cfg.data.tfrecords)
     files = sorted(str(p) for p in folder.glob(f"{subset}-*.tfrecord"))
     if not files:
         raise DataError(f"{folder}: no {subset} shards")
+    if shard is not None and shard[0] > 1:
+        n, i = shard
+        if len(files) < n:
+            raise DataError(f"{folder}: {len(files)} {subset} shards for {n} workers: each worker reads whole shards; repack with `tfanomaly data pack --workers {n}` (data.tfrecords)")
+        files = files[i::n]
+    return files
+
+
+def read_pack(cfg, subset: str, shuffle: bool, seed: int = 0, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """The patches of a pack's subset (of this input pipeline's files: :func:`pack_files`)."""
+    files = pack_files(cfg, subset, shard)
     size, channels = list(cfg.data.image_size), cfg.data.channels
     files_ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
@@ -464,6 +499,9 @@ def hold_out_validation(index: Index, fraction: float, seed: int) -> None:
             it.subset = "val"
 
 
+SHARD_STREAM = 100  # random-transform stream of input pipeline i of a file-sharded pack: 100 + i
+
+
 class Data:
     """Everything a training or evaluation run needs from the data config."""
 
@@ -487,15 +525,15 @@ class Data:
         labels = labels or ((0,) if training else (0, 1))
         return self.source.count(subset, training, labels)
 
-    def patches(self, subset: str, training: bool, shuffle: bool = False, labels: tuple[int, ...] | None = None) -> tf.data.Dataset:
+    def patches(self, subset: str, training: bool, shuffle: bool = False, labels: tuple[int, ...] | None = None, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
         if self.pack_info is not None:
-            return read_pack(self.cfg, subset, shuffle, self.cfg.seed)
+            return read_pack(self.cfg, subset, shuffle, self.cfg.seed, shard)
         labels = labels or ((0,) if training else (0, 1))
         return self.source.dataset(subset, training, labels)
 
-    def _train_stream(self, label: int, stream: int, textures) -> tf.data.Dataset:
+    def _train_stream(self, label: int, stream: int, textures, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
         cfg = self.cfg
-        ds = self.patches("train", training=True, shuffle=True, labels=(label,))
+        ds = self.patches("train", training=True, shuffle=True, labels=(label,), shard=shard)
         if cfg.train.max_train_patches:
             ds = ds.take(cfg.train.max_train_patches)
         ds = ds.map(lambda e: {"image": e["image"], "mask": e["mask"]})
@@ -504,14 +542,20 @@ class Data:
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed + stream, reshuffle_each_iteration=True).repeat()
         return ds.enumerate().map(training_map(cfg, textures, stream), num_parallel_calls=AUTOTUNE, deterministic=True)
 
-    def train_dataset(self, batch_size: int | None = None, two_domain: bool = False) -> tf.data.Dataset:
+    def train_dataset(self, batch_size: int | None = None, two_domain: bool = False, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
         """Infinite, shuffled, augmented and perturbed batches of good patches.
 
         ``two_domain`` (CycleGAN-AD): unpaired batches of both classes of the
         training split, ``image`` good (domain Y) and ``abnormal`` defective
-        (domain X), each shuffled and augmented on its own."""
+        (domain X), each shuffled and augmented on its own. ``shard`` = (n, i),
+        with a pack only: input pipeline i of n reads its own shards of the pack
+        and draws its own random transforms (stream SHARD_STREAM + i)."""
         bs = batch_size or self.cfg.train.batch_size
         textures = load_textures(self.cfg)  # read once, shared by both streams
+        if shard is not None and shard[0] > 1:
+            if self.pack_info is None or two_domain:
+                raise ConfigError(f"{self.cfg.source_file}: data.tfrecords: sharding the input by file needs a pack (tfanomaly data pack) of a family that trains on good patches only")
+            return self._train_stream(0, SHARD_STREAM + shard[1], textures, shard).batch(bs, drop_remainder=True).prefetch(AUTOTUNE)
         ds = self._train_stream(0, 0, textures)
         if two_domain:
             if self.pack_info is not None:
