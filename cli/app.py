@@ -75,11 +75,14 @@ def train(
     if family not in registry.names():
         raise UserError(f"train: unknown family {family!r}; expected one of {', '.join(registry.names())}")
     cfg = _load(config, set_, family)
+    from tfanomaly import runtime
     from tfanomaly.run import Run
     from tfanomaly.train import train as run_train
     from tfanomaly.train import train_splits
 
     def report(path):
+        if not runtime.worker_role(cfg)[0]:
+            return  # a multi-worker job's other workers stay quiet: the chief writes (and may still be writing) the run
         run = Run(path)
         summary = run.summary()
         _echo(f"trained {family}: {summary['global_step']} steps, {summary['images_per_second']} images/s -> {run.model_file}")

@@ -1,5 +1,6 @@
 """tf.distribute: N replicas train as one process does on the same global batch."""
 
+import csv
 import json
 import os
 import signal
@@ -155,22 +156,34 @@ def test_killed_worker_then_rerun_resumes_from_the_last_backup(small_folder, tmp
 
 
 def test_two_workers_read_a_pack_by_file(small_folder, tmp_path):
-    """A pack written for two workers (``data pack --workers 2``) and a two-worker job on it: each
-    worker reads its own shards (distribute_datasets_from_function; the chief files 0, 2, ...), and the
-    job trains to the end with finite losses. Which patches each share holds, and that the shares are
-    disjoint and complete, is checked in tests/test_pipeline.py."""
+    """A pack written for two workers (``data pack --workers 2``) and a two-worker job on it, started
+    with the CLI as a user would: each worker reads its own shards (distribute_datasets_from_function;
+    the chief files 0, 2, ...), the job trains to the end with finite losses, and both workers exit 0
+    (the other worker does not wait for, or read, the run the chief is still writing). Which patches each
+    share holds, and that the shares are disjoint and complete, is checked in tests/test_pipeline.py."""
     from tests._distributed_run import overrides
     from tfanomaly.config import load_config
     from tfanomaly.data.pipeline import pack
 
+    sets = overrides("autoencoder", str(small_folder))
     pack_dir = tmp_path / "pack"
-    info = pack(load_config(None, overrides("autoencoder", str(small_folder))), pack_dir, shard_size=2, workers=2)
+    info = pack(load_config(None, sets), pack_dir, shard_size=2, workers=2)
     shards = sorted(p.name for p in pack_dir.glob("train-*.tfrecord"))
     assert len(shards) == info["subsets"]["train"]["shards"] >= 4 and len(shards) % 2 == 0
-    out = tmp_path / "job"
-    chief_out, _ = finish(start_job("autoencoder", small_folder, out, f"data.tfrecords={pack_dir}"))
-    losses = json.loads(chief_out.strip().splitlines()[-1])["multi_worker"]
-    assert losses and all(len(v) == 4 and np.all(np.isfinite(v)) for v in losses.values())
-    summary = Run(out / "worker").summary()
+    config = tmp_path / "tiny.yaml"
+    config.write_text("family: autoencoder\n")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tfanomaly.cli.app", "train", "autoencoder", "--config", str(config), "--run-dir", str(run)]
+    for item in [*sets, f"data.tfrecords={pack_dir}", "train.distribute=multi_worker"]:
+        cmd += ["--set", item]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in runtime.loopback_ports(2)]}
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+    finish(procs)
+    summary = Run(run).summary()
     assert summary["input_shards"] == {"pipeline": 0, "pipelines": 2, "files": shards[0::2]}
     assert summary["global_step"] == 4
+    rows = list(csv.DictReader(Run(run).history_file.open()))
+    assert len(rows) == 4 and all(np.isfinite(float(r["loss"])) for r in rows)
