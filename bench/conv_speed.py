@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import interleaved_ms  # noqa: E402
 from train_grdnet import conv3x3_peak, matmul_peak  # noqa: E402
 
 from tfanomaly.batch import make  # noqa: E402
@@ -93,17 +94,9 @@ def step_row(path: str, reps: int) -> dict:
         finally:
             blocks.Conv2D, blocks.Conv2DTranspose = FAST
         steps[name] = tf.function(m.train_step)
-        for _ in range(2):
-            [v.numpy() for v in steps[name](batch).values()]
-    times = {k: [] for k in steps}
-    for _ in range(reps):  # interleaved, so that a noisy neighbour hits both alike
-        for k, step in steps.items():
-            t = time.perf_counter()
-            [v.numpy() for v in step(batch).values()]
-            times[k].append(time.perf_counter() - t)
     row = {"config": f"{path} (batch {b}, {h}x{w}x{c})"}
-    for k, ts in times.items():
-        row[f"{k} ms/step"] = float(np.median(ts) * 1e3)
+    for k, ms in interleaved_ms(steps, batch, reps).items():
+        row[f"{k} ms/step"] = ms
     row["speed-up"] = row["keras ms/step"] / row["fast ms/step"]
     return row
 

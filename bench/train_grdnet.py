@@ -24,9 +24,9 @@ from tfanomaly.models import registry  # noqa: E402
 BUDGET_MS, STRIP = 500.0, 60
 
 
-def matmul_peak(n: int = 4096, reps: int = 10) -> float:
-    a = tf.random.uniform([n, n])
-    b = tf.random.uniform([n, n])
+def matmul_peak(n: int = 4096, reps: int = 10, dtype=tf.float32) -> float:
+    a = tf.cast(tf.random.uniform([n, n]), dtype)
+    b = tf.cast(tf.random.uniform([n, n]), dtype)
     f = tf.function(lambda: tf.matmul(a, b))
     f().numpy()
     t = time.perf_counter()
