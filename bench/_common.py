@@ -1,6 +1,23 @@
 """Helpers shared by the bench/ scripts (run as ``python bench/NAME.py``)."""
 
 
+def cpu_model() -> str:
+    """CPU model, core count and vector ISA (AVX-512 and AMX flags, else AVX2) of this host, as every
+    recorded timing states them."""
+    import os
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(info.split())
+    isa = sorted(f for f in flags if f.startswith(("avx512", "amx"))) or (["avx2"] if "avx2" in flags else [])
+    return f"{name}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
+
+
 def status_mb(field: str) -> float:
     """A memory figure of this process from /proc/self/status (VmHWM: peak resident, VmRSS: resident now), MB."""
     with open("/proc/self/status") as f:

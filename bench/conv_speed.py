@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved_ms  # noqa: E402
+from _common import cpu_model, interleaved_ms  # noqa: E402
 from train_grdnet import conv3x3_peak, matmul_peak  # noqa: E402
 
 from tfanomaly.batch import make  # noqa: E402
@@ -31,17 +30,6 @@ from tfanomaly.models import blocks, registry  # noqa: E402
 
 FAST = (blocks.Conv2D, blocks.Conv2DTranspose)
 KERAS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    isa = sorted({w for w in info.split() if w.startswith("avx512")}) or (["avx2"] if " avx2" in info else [])
-    return f"{name}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
 
 
 def median_ms(fn, reps: int) -> float:

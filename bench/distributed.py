@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfanomaly.runtime import loopback_ports
+from tfanomaly.runtime import loopback_tf_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,13 +35,11 @@ def run_job(args, run_dir: Path, workers: int) -> dict:
     cmd = [sys.executable, "-m", "tfanomaly.cli.app", "train", args.family, "--config", args.config, "--run-dir", str(run_dir)]
     for s in sets:
         cmd += ["--set", s]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in loopback_ports(workers)]}
+    confs = loopback_tf_configs(workers) if workers > 1 else [None]
     procs = []
     try:
-        for i in range(workers):
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-            if workers > 1:
-                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        for conf in confs:
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **({"TF_CONFIG": conf} if conf else {}))
             procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         deadline = time.monotonic() + args.timeout
         for p in procs:
@@ -71,9 +69,9 @@ def main():
 
         args.family = yaml.safe_load(Path(args.config).read_text())["family"]
     sys.path.insert(0, str(Path(__file__).parent))
-    from precision import cpu
+    from _common import cpu_model
 
-    print(f"CPU: {cpu()}")
+    print(f"CPU: {cpu_model()}")
     print(f"{args.config}, {args.steps} steps, data {args.pack or args.data}{' (pack, sharded by file)' if args.pack else ''}\n")
     print("| job | seconds | images/s | ratio to one process |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

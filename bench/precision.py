@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved_ms  # noqa: E402
+from _common import cpu_model, interleaved_ms  # noqa: E402
 from train_grdnet import conv3x3_peak, matmul_peak  # noqa: E402
 
 from tfanomaly.batch import ABNORMAL, make  # noqa: E402
@@ -34,14 +34,6 @@ CONFIGS = [
     "configs/adgan_wgan_gp.yaml",
     "configs/cyclegan_64.yaml",
 ]
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = set(info.split())
-    isa = sorted(f for f in flags if f.startswith(("avx512", "amx"))) or (["avx2"] if "avx2" in flags else [])
-    return f"{name}, {os.cpu_count()} cores, {' '.join(isa)}"
 
 
 def build(path: str, policy: str):
@@ -75,7 +67,7 @@ def main():
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
-    print(f"CPU: {cpu()}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"CPU: {cpu_model()}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"roofline: matmul 4096 float32 {matmul_peak():.1f} GFLOP/s, bfloat16 {matmul_peak(dtype=tf.bfloat16):.1f} GFLOP/s; 3x3 conv (16x64x64x64, float32) {conv3x3_peak():.1f} GFLOP/s")
     print("\n| config | float32 ms/step | mixed_bfloat16 ms/step | float32 / bf16 |\n|---|---|---|---|")
     for path in args.configs:

@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import peak_rss_mb, status_mb  # noqa: E402
-from precision import cpu  # noqa: E402
+from _common import cpu_model, peak_rss_mb, status_mb  # noqa: E402
 
 from tfanomaly.config import load_config  # noqa: E402
-from tfanomaly.data.pipeline import FEATURES, Data, shard_bounds  # noqa: E402
+from tfanomaly.data.pipeline import ID_KEYS, Data, serialize_patch, shard_bounds  # noqa: E402
 
 
 def write_pack(out: Path, n: int, size: int, workers: int, shard_size: int) -> None:
@@ -38,6 +37,7 @@ def write_pack(out: Path, n: int, size: int, workers: int, shard_size: int) -> N
     yy, xx = np.mgrid[0 : size * 2, 0 : size * 2]
     field = (120 + 50 * np.sin(yy / 9.0) * np.cos(xx / 13.0)).astype(np.float32)
     blank = cv2.imencode(".png", np.zeros((size, size), np.uint8))[1].tobytes()
+    ids = dict.fromkeys(ID_KEYS[1:], 0)  # run, frame, rank, vial, region
     bounds = shard_bounds(n, shard_size, workers)
     names = []
     for k in range(len(bounds) - 1):
@@ -47,14 +47,7 @@ def write_pack(out: Path, n: int, size: int, workers: int, shard_size: int) -> N
                 dy, dx = rng.integers(0, size, 2)
                 img = field[dy : dy + size, dx : dx + size] + rng.normal(0, 4, (size, size))
                 png = cv2.imencode(".png", np.clip(img, 0, 255).astype(np.uint8))[1].tobytes()
-                feat = {
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
-                    "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[blank])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
-                    "product": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"S{i // 1200:06d}".encode()])),
-                    **{key: tf.train.Feature(int64_list=tf.train.Int64List(value=[0])) for key in FEATURES if key not in ("image", "mask", "label", "product")},
-                }
-                w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+                w.write(serialize_patch({"image": png, "mask": blank, "label": 0, "product": f"S{i // 1200:06d}".encode(), **ids}))
         names.append(tmp)
     for k, tmp in enumerate(names):
         os.replace(tmp, out / f"train-{k:05d}-of-{len(names):05d}.tfrecord")
@@ -81,7 +74,7 @@ def main():
     disk = sum(p.stat().st_size for p in pack.glob("train-*.tfrecord")) / 2**20
     batch = cfg.train.batch_size
     steps = -(-n // batch)
-    print(f"CPU: {cpu()}")
+    print(f"CPU: {cpu_model()}")
     print(f"{args.config}: {n} patches ({disk:.0f} MB in {len(list(pack.glob('train-*.tfrecord')))} shards), batch {batch}, shuffle buffer {cfg.data.shuffle_buffer}, {steps} batches\n")
     ds = Data(cfg).train_dataset(batch)
     marks = {max(1, steps // 10): "10%", max(1, steps // 2): "50%", steps: "100%"}

@@ -107,7 +107,7 @@ def main():
         return
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from conv_speed import cpu_model
+    from _common import cpu_model
     from train_grdnet import conv3x3_peak, matmul_peak
 
     print(f"machine: {cpu_model()}")

@@ -80,14 +80,14 @@ def test_a_global_batch_the_replicas_cannot_share_is_refused(small_folder, tmp_p
     assert not (tmp_path / "mirrored").exists()  # the failed start leaves no run folder
 
 
+def start_workers(cmd, workers=2):
+    """A MultiWorkerMirroredStrategy job: ``workers`` processes of ``cmd`` on loopback."""
+    return [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CONFIG": conf}, cwd=ROOT) for conf in runtime.loopback_tf_configs(workers)]
+
+
 def start_job(family, root, out, *extra, workers=2):
-    """A MultiWorkerMirroredStrategy job of ``workers`` processes on loopback."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in runtime.loopback_ports(workers)]}
-    procs = []
-    for i in range(workers):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen([sys.executable, str(RUNNER), "worker", family, str(root), str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
-    return procs
+    """A job of the tiny-config runner (tests/_distributed_run.py)."""
+    return start_workers([sys.executable, str(RUNNER), "worker", family, str(root), str(out), *extra], workers)
 
 
 def stop(procs):
@@ -176,12 +176,7 @@ def test_two_workers_read_a_pack_by_file(small_folder, tmp_path):
     cmd = [sys.executable, "-m", "tfanomaly.cli.app", "train", "autoencoder", "--config", str(config), "--run-dir", str(run)]
     for item in [*sets, f"data.tfrecords={pack_dir}", "train.distribute=multi_worker"]:
         cmd += ["--set", item]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in runtime.loopback_ports(2)]}
-    procs = []
-    for i in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
-    finish(procs)
+    finish(start_workers(cmd))
     summary = Run(run).summary()
     assert summary["input_shards"] == {"pipeline": 0, "pipelines": 2, "files": shards[0::2]}
     assert summary["global_step"] == 4

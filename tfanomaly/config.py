@@ -30,6 +30,7 @@ from tfanomaly.family_configs import FAMILIES
 from tfanomaly.files import atomic_write_text
 from tfanomaly.validators import (  # noqa: F401  (re-exported: field checks of the config sections)
     all_of,
+    below_half,
     checked,
     each,
     length,
@@ -39,11 +40,6 @@ from tfanomaly.validators import (  # noqa: F401  (re-exported: field checks of 
     range_pair,
     unit_interval,
 )
-
-
-def below_half(v):
-    return None if 0.0 <= v < 0.5 else "in [0, 0.5)"
-
 
 # --------------------------------------------------------------------------
 # Config sections shared by all families.

@@ -61,16 +61,17 @@ def worker_role(cfg) -> tuple[bool, str]:
     return chief, f"{kind}-{index}"
 
 
-def loopback_ports(n: int) -> list[int]:
-    """n loopback TCP ports free now (bound to port 0, read back, released): the addresses of a
-    multi-worker job on one host (tests, bench/distributed.py)."""
+def loopback_tf_configs(n: int) -> list[str]:
+    """``TF_CONFIG`` of each worker of an n-worker job on this host (tests, bench/distributed.py): a
+    cluster of loopback ports free now (bound to port 0, read back, released); worker 0 is the chief."""
     import socket
 
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
             s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]}
     finally:
         for s in socks:
             s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(n)]

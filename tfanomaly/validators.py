@@ -23,6 +23,10 @@ def unit_interval(v):
     return None if 0.0 <= v <= 1.0 else "in [0, 1]"
 
 
+def below_half(v):
+    return None if 0.0 <= v < 0.5 else "in [0, 0.5)"
+
+
 def one_of(*choices):
     def check(v):
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)

@@ -260,6 +260,14 @@ FEATURES = {
 }
 
 
+def serialize_patch(e: dict) -> bytes:
+    """One patch of a pack as a serialized tf.train.Example (``FEATURES``): PNG bytes of ``image`` and
+    ``mask``, ``label``, ``product`` (bytes) and the integer ids."""
+    feature = {"image": _bytes(e["image"]), "mask": _bytes(e["mask"]), "label": _int(e["label"]), "product": _bytes(e["product"])}
+    feature.update({k: _int(e[k]) for k in ID_KEYS[1:]})
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
 def shard_bounds(n: int, shard_size: int, workers: int = 1) -> list[int]:
     """Boundaries of the shards of ``n`` patches (shard k holds patches [bounds[k], bounds[k + 1])):
     ceil(n / shard_size) shards, rounded up to a multiple of ``workers`` so that every worker of a job
@@ -316,18 +324,7 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None,
                 tmp_names.append(tmp)
                 writer = tf.io.TFRecordWriter(str(tmp))
                 shard += 1
-            ex = tf.train.Example(
-                features=tf.train.Features(
-                    feature={
-                        "image": _bytes(e["image"]),
-                        "mask": _bytes(e["mask"]),
-                        "label": _int(e["label"]),
-                        "product": _bytes(e["product"]),
-                        **{k: _int(e[k]) for k in ID_KEYS[1:]},
-                    }
-                )
-            )
-            writer.write(ex.SerializeToString())
+            writer.write(serialize_patch(e))
             n += 1
             if progress:
                 progress(subset, n)
