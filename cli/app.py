@@ -16,10 +16,13 @@ from typing import List, Optional
 
 import typer
 
-from tfanomaly.errors import UserError
-from tfanomaly.models import registry
+# Before anything imports TensorFlow: its C++ log lines, errors included, are not for the user of a command
+# (e.g. "oneDNN supports DT_UINT8 only on platforms with AVX-512" while scoring, on an AVX-512 host); a
+# failure still raises in Python and is reported as such. TF_CPP_MIN_LOG_LEVEL set by the user wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfanomaly.errors import UserError  # noqa: E402
+from tfanomaly.models import registry  # noqa: E402
 
 app = typer.Typer(
     help="Reconstruction- and GAN-based visual anomaly detection: train, evaluate, export.",

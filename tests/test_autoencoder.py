@@ -182,8 +182,29 @@ def test_corruption_in_the_training_map_is_deterministic():
     assert a["perturb_mask"].numpy().max() > 0
     with pytest.raises(ConfigError, match="corrupt.enabled: the Perlin perturbation"):
         tiny("sdc", **{"perturb.enabled": "true"})
-    with pytest.raises(ConfigError, match="corrupt.enabled: the sdc autoencoder trains on patch corruptions"):
+    with pytest.raises(ConfigError, match="corrupt.enabled: the sdc autoencoder restores synthetic anomalies"):
         load_config(None, ["family=autoencoder", "model.variant=sdc", "perturb.enabled=false"])
+
+
+def test_sdc_restores_the_perlin_and_own_texture_perturbation_when_configured():
+    # perturb.* instead of corrupt.*: the network input is X_n, the loss weights M of the perturbation
+    cfg = tiny("sdc", **{"corrupt.enabled": "false", "perturb.enabled": "true", "perturb.probability": "1.0", "perturb.source": "mixed", "perturb.strokes": "0.5", "perturb.max_scale": "3"})
+    fn = training_map(cfg)
+    x = images(4, seed=3)
+    batch = [fn(tf.constant(i, tf.int64), {"image": tf.constant((x[i] * 255).round().astype(np.uint8)), "mask": tf.zeros([32, 32, 1], tf.uint8)}) for i in range(4)]
+    data = {k: tf.stack([b[k] for b in batch]) for k in batch[0]}
+    m = data["perturb_mask"].numpy()
+    assert m.max() == 1 and m.min() == 0  # the binary mask of the perturbation, every example perturbed
+    changed = np.abs(data["perturbed"].numpy() - data["image"].numpy()).max(-1) > 1e-6
+    assert not changed[m[..., 0] == 0].any()  # X_n differs from X only inside M
+    model = build(cfg)
+    terms = model.step_losses(data, training=False)
+    rec = model.net(data["perturbed"], training=False).numpy()
+    se = ((rec - data["image"].numpy()) ** 2).mean(-1, keepdims=True)
+    inside = (m**2 * se).sum((1, 2, 3)) / m.sum((1, 2, 3))
+    outside = ((1 - m) ** 2 * se).sum((1, 2, 3)) / (1 - m).sum((1, 2, 3))
+    np.testing.assert_allclose(terms["inside"].numpy(), inside, rtol=1e-4)
+    np.testing.assert_allclose(terms["loss"].numpy(), 0.1 * outside + 0.9 * inside, rtol=1e-4)
 
 
 def test_gradient_accumulation_equals_one_step_on_the_doubled_batch():

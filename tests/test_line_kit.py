@@ -204,6 +204,51 @@ def test_ssim_map_score_and_option_checks():
         full.set_score_options({"score": "residual"})
 
 
+def test_shift_tolerant_maps_against_numpy_and_what_they_forgive():
+    """model.score_shift [dy, dx]: the map is the pixelwise min over G(X) shifted by
+    -dy..dy rows, -dx..dx columns (mirrored edges), then smoothed: checked against
+    numpy; a G(X) that draws a horizontal line 2 rows off costs nothing with dy = 2,
+    while a spot that G(X) lacks keeps its full value."""
+    from tfanomaly.models.grdnet import score_map
+
+    g = np.random.default_rng(0)
+    x = g.uniform(0.3, 0.5, (2, 32, 32, 1)).astype(np.float32)
+    x_hat = g.uniform(0.3, 0.5, (2, 32, 32, 1)).astype(np.float32)
+
+    def moved(a, dy, dx, m):  # numpy reference of the shift: mirror-pad by the max, then a window
+        p = np.pad(a, [(0, 0), (m[0], m[0]), (m[1], m[1]), (0, 0)], mode="symmetric")
+        return p[:, m[0] - dy : m[0] - dy + 32, m[1] - dx : m[1] - dx + 32]
+
+    want = np.min([np.abs(x - moved(x_hat, dy, dx, (2, 1))) for dy in range(-2, 3) for dx in range(-1, 2)], axis=0)
+    want = np.stack([gaussian_filter(w[..., 0].astype(np.float64), 1.0, mode="constant", truncate=3.0) for w in want])[..., None]
+    got = score_map(tf.constant(x), tf.constant(x_hat), "residual", 1.0, 11, (2, 1)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (score_map(tf.constant(x), tf.constant(x_hat), "residual", 0.0, 11, (2, 1)).numpy() <= np.abs(x - x_hat) + 1e-7).all()
+    # a meniscus-like dark line at row 14 in X, at row 16 in G(X); plus a bright spot only in X
+    flat = np.full((1, 32, 32, 1), 0.6, np.float32)
+    xi, gi = flat.copy(), flat.copy()
+    xi[0, 14, 4:28], gi[0, 16, 4:28] = 0.1, 0.1
+    spot = xi.copy()
+    spot[0, 24:27, 8:11] = 1.0
+    for kind in ("residual", "ssim_map"):
+        base = score_map(tf.constant(xi), tf.constant(gi), kind, 0.0, 7).numpy().max()
+        tol = score_map(tf.constant(xi), tf.constant(gi), kind, 0.0, 7, (2, 0)).numpy().max()
+        assert base > 0.3 and tol < 1e-4, (kind, base, tol)
+        with_spot = score_map(tf.constant(spot), tf.constant(gi), kind, 0.0, 7, (2, 0)).numpy()[0, 22:29, 6:13].max()
+        alone = score_map(tf.constant(spot), tf.constant(xi), kind, 0.0, 7).numpy()[0, 22:29, 6:13].max()
+        assert with_spot == pytest.approx(alone, rel=1e-4), kind  # the spot is nowhere in G(X): nothing forgiven
+    model, _ = tiny_grdnet("model.score=ssim_map", "model.score_shift=[2, 0]")
+    out = model.score(tf.constant(x))
+    ref = score_map(tf.constant(x), out["reconstruction"], "ssim_map", model.cfg.score_sigma, model.cfg.ssim_window, (2, 0)).numpy()
+    np.testing.assert_allclose(out["heatmap"].numpy(), ref, atol=1e-6)
+    with pytest.raises(ConfigError, match="model.score_shift: shifts apply to the maps of model.score: residual or ssim_map"):
+        vial_cfg("unused", "model.score_shift=[2, 0]")  # score: ssim, one number per patch
+    with pytest.raises(ConfigError, match=r"model.score_shift: expected \[dy, dx\], two integers >= 0"):
+        vial_cfg("unused", "model.score=ssim_map", "model.score_shift=[-1, 0]")
+    with pytest.raises(ConfigError, match="model.score_shift: expected shifts smaller than data.image_size"):
+        vial_cfg("unused", "model.score=ssim_map", "model.score_shift=[32, 0]")
+
+
 def test_score_options_travel_with_the_thresholds(vial_data, tmp_path):
     """Evaluated with model.score: residual, a run trained with the default score
     keeps the option in thresholds.json; export and predict score with it."""
@@ -213,17 +258,17 @@ def test_score_options_travel_with_the_thresholds(vial_data, tmp_path):
 
     model, cfg = tiny_grdnet(f"data.root={vial_data}")
     run = Run(save_run(model, cfg, tmp_path / "run"))  # config.yaml says score: ssim
-    ev_cfg = vial_cfg(vial_data, "model.score=residual", "model.score_sigma=2.0", "eval.per_region=true", "eval.calibration_fraction=0.5")
+    ev_cfg = vial_cfg(vial_data, "model.score=residual", "model.score_sigma=2.0", "model.score_shift=[1, 0]", "eval.per_region=true", "eval.calibration_fraction=0.5")
     evaluate(run.load_model(), ev_cfg, run.eval_dir, "youden", [0])
     th = json.loads(run.thresholds_file.read_text())
-    assert th["score_options"] == {"score": "residual", "score_sigma": 2.0}
-    ref, _ = tiny_grdnet("model.score=residual", "model.score_sigma=2.0")
+    assert th["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0]}
+    ref, _ = tiny_grdnet("model.score=residual", "model.score_sigma=2.0", "model.score_shift=[1, 0]")
     ref.set_weights(model.get_weights())
     x = tf.random.stateless_uniform([4, 32, 32, 1], [5, 6])
     want = ref.score(x)["score"].numpy()
     sm_path = export(run.path, tmp_path / "sm")
     meta = json.loads((Path(sm_path) / "tfanomaly.json").read_text())
-    assert meta["score_options"] == {"score": "residual", "score_sigma": 2.0}
+    assert meta["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0]}
     assert meta["aggregation"]["patches_per_strip"] == 2 * 20  # eval_frames [0, 2] x 5 vials x 4 regions
     sm = tf.saved_model.load(str(sm_path))
     got = sm.signatures["serving_default"](images=x, region=tf.zeros([4], tf.int32))["score"].numpy()

@@ -296,6 +296,44 @@ def test_monitor_is_quiet_on_a_working_reconstruction(sized_folder):
     assert said == [] and logs["mon_spread"] == pytest.approx(1.0, rel=1e-5) and logs["mon_ssim"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_monitor_warns_at_the_end_when_reconstructions_vary_less_than_the_images(sized_folder):
+    """The vial demo's failed trajectories draw parts of every patch as a typical value
+    (spread 0.71-0.73 where good runs end at 0.93-0.95): a run that ends below
+    train.monitor_min_spread is told so once, at the end; one that ends above is not."""
+    from tfanomaly.data.pipeline import Data
+    from tfanomaly.train import TrainingMonitor
+
+    class Shrunk:  # halfway to the batch's mean image: the spread across the batch is exactly halved
+        def __init__(self, k):
+            self.k = k
+
+        def score(self, x):
+            rec = self.k * x + (1 - self.k) * tf.reduce_mean(x, 0, keepdims=True)
+            return {"score": tf.reduce_mean(x, [1, 2, 3]), "heatmap": x[..., :1], "reconstruction": rec}
+
+    cfg = tiled_cfg(sized_folder)
+    batch = Data(cfg).monitor_batch(8)
+    for k, warned in ((0.5, True), (0.9, False)):
+        said = []
+        mon = TrainingMonitor(batch, held_out=True, echo=said.append, min_spread=0.8)
+        mon.set_model(Shrunk(k))
+        logs = {}
+        for epoch in range(2):
+            mon.on_epoch_end(epoch, logs)
+        assert logs["mon_spread"] == pytest.approx(k, rel=1e-5)
+        assert said == []  # nothing during training: a run is judged where it ends
+        mon.on_train_end()
+        assert len(said) == int(warned)
+        if warned:
+            assert "spread 0.5 of the inputs'" in said[0] and "train.monitor_min_spread 0.8" in said[0] and "collapsed" not in said[0]
+    off = TrainingMonitor(batch, held_out=True, echo=said.append, min_spread=0.0)
+    off.set_model(Shrunk(0.5))
+    said.clear()
+    off.on_epoch_end(0, {})
+    off.on_train_end()
+    assert said == []  # 0 = off
+
+
 def test_monitor_leaves_out_an_undefined_image_auroc(sized_folder):
     """Every monitor image perturbed (a corruption of probability 1): the image AUROC
     has one class and is left out, not logged as nan (which training took for a

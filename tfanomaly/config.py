@@ -244,6 +244,7 @@ class TrainConfig:
     checkpoint_every: int = checked(0, non_negative, help="also keep checkpoints/step_N.keras every N epochs (learning curves; 0 = off)")
     backup_every_steps: int = checked(100, non_negative, help="back up weights, optimizers and step every N optimizer steps and at epoch ends; `--resume` continues there (0 = epoch ends only)")
     validation_fraction: float = checked(0.0, lambda v: None if 0 <= v < 1 else "in [0, 1)", help="good training images held out for the validation loss")
+    monitor_min_spread: float = checked(0.8, non_negative, help="warn when training ends with the monitor's mon_spread below this (parts of the images drawn as a typical value; 0 = off)")
     reduce_on_plateau: ReducePlateauConfig = field(default_factory=ReducePlateauConfig)
 
 

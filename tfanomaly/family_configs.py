@@ -48,6 +48,12 @@ class GRDNetConfig:
         "|X - G(X)| map; ssim_map = max of the smoothed 1 - SSIM map (for both maps the heatmap is the map itself)",
     )
     score_sigma: float = checked(1.0, non_negative, help="residual, ssim_map: gaussian sigma (pixels) smoothing the map before its max; 0 = none")
+    score_shift: list[int] = checked(
+        factory=lambda: [0, 0],
+        check=length(2),
+        help="residual, ssim_map: [dy, dx] pixels of misplacement of G(X) to tolerate: the map is the pixelwise minimum "
+        "over G(X) shifted by up to dy rows and dx columns (edges mirrored); [0, 0] = none",
+    )
     roi_mask: str = checked("", help="full: ROI mask file (white = inspected); empty = whole image")
     roi_polygon: list[list[float]] = checked(factory=list, check=each(length(2)), help="full: ROI polygon [[x, y], ...] in patch pixels")
     disc_lr_ratio: float = checked(1.0, positive, help="discriminator lr relative to train.learning_rate")
@@ -55,6 +61,10 @@ class GRDNetConfig:
     def check_score_options(self, src):
         if self.variant == "full" and self.score != "ssim":
             raise ConfigError(f"{src}: model.score: the full variant scores with its U-Net map; {self.score!r} is for variant: industrial")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in self.score_shift):
+            raise ConfigError(f"{src}: model.score_shift: expected [dy, dx], two integers >= 0, got {self.score_shift}")
+        if any(self.score_shift) and (self.variant == "full" or self.score == "ssim"):
+            raise ConfigError(f"{src}: model.score_shift: shifts apply to the maps of model.score: residual or ssim_map (variant: industrial), got score {self.score!r}, variant {self.variant!r}")
 
     def validate(self, cfg, src):
         self.check_score_options(src)
@@ -64,6 +74,8 @@ class GRDNetConfig:
             raise ConfigError(f"{src}: model.widths: {len(self.widths)} stages halve the image {len(self.widths)} times, so data.image_size {cfg.data.image_size} must be divisible by {f}")
         if min(h, w) < self.ssim_window:
             raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
+        if self.score_shift[0] >= h or self.score_shift[1] >= w:
+            raise ConfigError(f"{src}: model.score_shift: expected shifts smaller than data.image_size {cfg.data.image_size}, got {self.score_shift}")
         u = 2 ** (len(self.unet_widths) - 1)
         if self.variant == "full" and (h % u or w % u):
             raise ConfigError(f"{src}: model.unet_widths: {len(self.unet_widths)} levels need data.image_size divisible by {u}")
@@ -154,8 +166,11 @@ class AutoencoderConfig:
             raise ConfigError(f"{src}: {key}: {int(math.log2(f))} halvings need data.image_size divisible by {f}, got {cfg.data.image_size}")
         if min(h, w) < self.ssim_window:
             raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
-        if self.variant == "sdc" and not cfg.corrupt.enabled:
-            raise ConfigError(f"{src}: corrupt.enabled: the sdc autoencoder trains on patch corruptions; set it to true")
+        if self.variant == "sdc" and not (cfg.corrupt.enabled or cfg.perturb.enabled):
+            raise ConfigError(
+                f"{src}: corrupt.enabled: the sdc autoencoder restores synthetic anomalies; enable the patch corruptions "
+                "(corrupt.enabled: true) or the Perlin / own-texture perturbation (perturb.enabled: true)"
+            )
 
 
 @dataclass

@@ -126,13 +126,17 @@ class TrainingMonitor(keras.callbacks.Callback):
     The values go into the epoch logs (so history.csv, TensorBoard and the run
     summary get them); a collapsed generator (``mon_spread`` below
     ``collapse_ratio`` for two epochs in a row, or in the last epoch) prints a
-    warning naming the epoch."""
+    warning naming the epoch, and a run that ends with ``mon_spread`` below
+    ``min_spread`` (reconstructions that vary much less than the images: parts of
+    them drawn as a typical value, as in the vial demo's failed trajectories,
+    docs/benchmarks.md) prints another."""
 
-    def __init__(self, batch: dict, held_out: bool, collapse_ratio: float = 0.05, echo=print):
+    def __init__(self, batch: dict, held_out: bool, collapse_ratio: float = 0.05, echo=print, min_spread: float = 0.0):
         super().__init__()
         self.batch = batch
         self.held_out = held_out
         self.collapse_ratio = collapse_ratio
+        self.min_spread = min_spread
         self.echo = echo
         self.collapsed_epochs: list[int] = []
         self.last: dict = {}
@@ -178,8 +182,17 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.epoch = epoch + 1
 
     def on_train_end(self, logs=None):
-        if self.collapsed_epochs and self.collapsed_epochs[-1] == self.epoch and self.warned != self.epoch:
-            self._warn(self.epoch)
+        if self.collapsed_epochs[-1:] == [self.epoch]:  # said already, or now
+            if self.warned != self.epoch:
+                self._warn(self.epoch)
+        elif self.last and self.last["mon_spread"] < self.min_spread:
+            where = "held-out" if self.held_out else "training"
+            self.echo(
+                f"\nwarning: training ended with reconstructions of {len(self.batch['image'])} {where} images that vary much less "
+                f"than the images (spread {self.last['mon_spread']:.3g} of the inputs', below train.monitor_min_spread "
+                f"{self.min_spread:g}): parts of them are drawn as a typical value instead of reproduced; on the vial demo "
+                "such runs scored poorly (docs/benchmarks.md). Look at the run's samples/ and consider another seed."
+            )
 
     def _warn(self, epoch: int):
         self.warned = epoch
@@ -463,7 +476,7 @@ def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo,
             model.compile_for_training(cfg.train, max(1, total_steps // accum), global_batch)
 
         val_ds = data.validation_dataset(global_batch)
-        watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo)
+        watch = TrainingMonitor(data.monitor_batch(), held_out=val_ds is not None, echo=echo, min_spread=cfg.train.monitor_min_spread)
         echo(describe_start(cfg, data, n_patches, steps, two_domain))
         if (unseen := unseen_scored_images(cfg)) is not None:
             echo(unseen)

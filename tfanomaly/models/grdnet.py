@@ -49,14 +49,36 @@ def roi_array(cfg: GRDNetConfig, shape) -> np.ndarray:
     return m.astype(np.float32)[..., None]
 
 
-def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11):
+def shifted(x, dy: int, dx: int, max_dy: int, max_dx: int):
+    """``x`` [B, H, W, C] moved down by ``dy`` rows and right by ``dx`` columns
+    (negative: up, left), the uncovered border filled by mirroring the edge."""
+    pad = tf.pad(x, [[0, 0], [max_dy, max_dy], [max_dx, max_dx], [0, 0]], mode="SYMMETRIC")
+    h, w = x.shape[1], x.shape[2]
+    return pad[:, max_dy - dy : max_dy - dy + h, max_dx - dx : max_dx - dx + w, :]
+
+
+def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11, shift=(0, 0)):
     """GRD-Net's heatmap scores (``model.score`` residual / ssim_map): |X - G(X)|
     (mean over channels) or the 1 - SSIM map, smoothed by a gaussian of
-    ``sigma`` pixels (zero padding; 0 = none). The score is its max."""
-    if kind == "residual":
-        amap = tf.reduce_mean(tf.abs(x - x_hat), axis=-1, keepdims=True)
-    else:
-        amap = 1.0 - losses.ssim_map(x, x_hat, ssim_window)
+    ``sigma`` pixels (zero padding; 0 = none). The score is its max.
+
+    ``shift`` = (dy, dx) > 0 tolerates a G(X) misplaced by up to dy rows and dx
+    columns: the map is the pixelwise minimum of the maps of X against G(X)
+    shifted by -dy..dy, -dx..dx (before smoothing). A structure that G redraws a
+    pixel or two off (the vial's meniscus, whose height varies per vial) then
+    costs little, while a defect that G(X) lacks everywhere nearby keeps its value."""
+
+    def one(xh):
+        if kind == "residual":
+            return tf.reduce_mean(tf.abs(x - xh), axis=-1, keepdims=True)
+        return 1.0 - losses.ssim_map(x, xh, ssim_window)
+
+    my, mx = int(shift[0]), int(shift[1])
+    amap = one(x_hat)
+    for dy in range(-my, my + 1):
+        for dx in range(-mx, mx + 1):
+            if dy or dx:
+                amap = tf.minimum(amap, one(shifted(x_hat, dy, dx, my, mx)))
     if sigma > 0:
         amap = gaussian_blur(amap, sigma)
     return amap
@@ -66,7 +88,7 @@ def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11):
 class GRDNet(AnomalyModel):
     family = "grdnet"
     config_class = GRDNetConfig
-    SCORE_OPTIONS = ("score", "score_sigma")
+    SCORE_OPTIONS = ("score", "score_sigma", "score_shift")
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(model_config, image_shape, **kwargs)
@@ -182,7 +204,7 @@ class GRDNet(AnomalyModel):
     def score_map(self, x, x_hat):
         """The map [B, H, W, 1] whose max is the industrial score of ``model.score``."""
         c = self.cfg
-        return score_map(x, x_hat, c.score, c.score_sigma, c.ssim_window)
+        return score_map(x, x_hat, c.score, c.score_sigma, c.ssim_window, c.score_shift)
 
     def sample_outputs(self, batch):
         """Arrays for the image callback: X, X_n, G(X_n) and the heatmap of X."""
