@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from _common import cpu_model, peak_rss_mb, status_mb  # noqa: E402
 
 from tfanomaly.config import load_config  # noqa: E402
-from tfanomaly.data.pipeline import ID_KEYS, Data, serialize_patch, shard_bounds  # noqa: E402
+from tfanomaly.data.pipeline import ID_KEYS, Data, serialize_patch, shard_bounds, write_shards  # noqa: E402
+from tfanomaly.files import atomic_write_text  # noqa: E402
 
 
 def write_pack(out: Path, n: int, size: int, workers: int, shard_size: int) -> None:
@@ -38,21 +38,17 @@ def write_pack(out: Path, n: int, size: int, workers: int, shard_size: int) -> N
     field = (120 + 50 * np.sin(yy / 9.0) * np.cos(xx / 13.0)).astype(np.float32)
     blank = cv2.imencode(".png", np.zeros((size, size), np.uint8))[1].tobytes()
     ids = dict.fromkeys(ID_KEYS[1:], 0)  # run, frame, rank, vial, region
-    bounds = shard_bounds(n, shard_size, workers)
-    names = []
-    for k in range(len(bounds) - 1):
-        tmp = out / f".train-{k:05d}.tmp"
-        with tf.io.TFRecordWriter(str(tmp)) as w:
-            for i in range(bounds[k], bounds[k + 1]):
-                dy, dx = rng.integers(0, size, 2)
-                img = field[dy : dy + size, dx : dx + size] + rng.normal(0, 4, (size, size))
-                png = cv2.imencode(".png", np.clip(img, 0, 255).astype(np.uint8))[1].tobytes()
-                w.write(serialize_patch({"image": png, "mask": blank, "label": 0, "product": f"S{i // 1200:06d}".encode(), **ids}))
-        names.append(tmp)
-    for k, tmp in enumerate(names):
-        os.replace(tmp, out / f"train-{k:05d}-of-{len(names):05d}.tfrecord")
-    index = {"image_size": [size, size], "channels": 1, "source": "synthetic", "workers": workers, "subsets": {"train": {"patches": n, "shards": len(names)}}}
-    (out / "index.json").write_text(json.dumps(index, indent=2))
+
+    def records():
+        for i in range(n):
+            dy, dx = rng.integers(0, size, 2)
+            img = field[dy : dy + size, dx : dx + size] + rng.normal(0, 4, (size, size))
+            png = cv2.imencode(".png", np.clip(img, 0, 255).astype(np.uint8))[1].tobytes()
+            yield serialize_patch({"image": png, "mask": blank, "label": 0, "product": f"S{i // 1200:06d}".encode(), **ids})
+
+    _, shards = write_shards(out, "train", records(), shard_bounds(n, shard_size, workers))
+    index = {"image_size": [size, size], "channels": 1, "source": "synthetic", "workers": workers, "subsets": {"train": {"patches": n, "shards": shards}}}
+    atomic_write_text(out / "index.json", json.dumps(index, indent=2))
 
 
 def main():

@@ -243,8 +243,10 @@ def test_shift_tolerant_maps_against_numpy_and_what_they_forgive():
     np.testing.assert_allclose(out["heatmap"].numpy(), ref, atol=1e-6)
     with pytest.raises(ConfigError, match="model.score_shift: shifts apply to the maps of model.score: residual or ssim_map"):
         vial_cfg("unused", "model.score_shift=[2, 0]")  # score: ssim, one number per patch
-    with pytest.raises(ConfigError, match=r"model.score_shift: expected \[dy, dx\], two integers >= 0"):
+    with pytest.raises(ConfigError, match=r"model.score_shift: expected a list of integers, every item >= 0, got \[-1, 0\]"):
         vial_cfg("unused", "model.score=ssim_map", "model.score_shift=[-1, 0]")
+    with pytest.raises(ConfigError, match=r"model.score_shift\[0\]: expected an integer, got 1.5"):
+        model.set_score_options({"score_shift": [1.5, 0]})  # options from a thresholds file get the same checks
     with pytest.raises(ConfigError, match="model.score_shift: expected shifts smaller than data.image_size"):
         vial_cfg("unused", "model.score=ssim_map", "model.score_shift=[32, 0]")
 

@@ -50,7 +50,7 @@ class GRDNetConfig:
     score_sigma: float = checked(1.0, non_negative, help="residual, ssim_map: gaussian sigma (pixels) smoothing the map before its max; 0 = none")
     score_shift: list[int] = checked(
         factory=lambda: [0, 0],
-        check=length(2),
+        check=all_of(length(2), each(non_negative)),
         help="residual, ssim_map: [dy, dx] pixels of misplacement of G(X) to tolerate: the map is the pixelwise minimum "
         "over G(X) shifted by up to dy rows and dx columns (edges mirrored); [0, 0] = none",
     )
@@ -61,8 +61,6 @@ class GRDNetConfig:
     def check_score_options(self, src):
         if self.variant == "full" and self.score != "ssim":
             raise ConfigError(f"{src}: model.score: the full variant scores with its U-Net map; {self.score!r} is for variant: industrial")
-        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in self.score_shift):
-            raise ConfigError(f"{src}: model.score_shift: expected [dy, dx], two integers >= 0, got {self.score_shift}")
         if any(self.score_shift) and (self.variant == "full" or self.score == "ssim"):
             raise ConfigError(f"{src}: model.score_shift: shifts apply to the maps of model.score: residual or ssim_map (variant: industrial), got score {self.score!r}, variant {self.variant!r}")
 

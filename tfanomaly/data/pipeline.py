@@ -31,6 +31,7 @@ from tfanomaly.data.augment import shift as shift_fn
 from tfanomaly.data.rank import rank_images
 from tfanomaly.data.sources import Index, build_index
 from tfanomaly.errors import ConfigError, DataError, UserError
+from tfanomaly.files import atomic_write_text
 
 AUTOTUNE = tf.data.AUTOTUNE
 ID_KEYS = ("product", "run", "frame", "rank", "vial", "region")
@@ -315,30 +316,36 @@ def pack(cfg, out_dir: str | os.PathLike, shard_size: int = 4096, progress=None,
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
-        n, shard, writer, tmp_names = 0, 0, None, []
-        for e in ds.as_numpy_iterator():
-            if shard < len(bounds) - 1 and n == bounds[shard]:
-                if writer is not None:
-                    writer.close()
-                tmp = out / f".{subset}-{shard:05d}.tmp"
-                tmp_names.append(tmp)
-                writer = tf.io.TFRecordWriter(str(tmp))
-                shard += 1
-            writer.write(serialize_patch(e))
-            n += 1
-            if progress:
-                progress(subset, n)
-        if writer is not None:
-            writer.close()
+        n, shards = write_shards(out, subset, (serialize_patch(e) for e in ds.as_numpy_iterator()), bounds, progress)
         if n != expected:
             raise DataError(f"{out}: wrote {n} {subset} patches, expected {expected}")
-        for i, tmp in enumerate(tmp_names):
-            os.replace(tmp, out / f"{subset}-{i:05d}-of-{len(tmp_names):05d}.tfrecord")
-        summary["subsets"][subset] = {"patches": n, "shards": len(tmp_names)}
-    tmp = out / ".index.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "index.json")
+        summary["subsets"][subset] = {"patches": n, "shards": shards}
+    atomic_write_text(out / "index.json", json.dumps(summary, indent=2))
     return summary
+
+
+def write_shards(out: Path, subset: str, records, bounds: list[int], progress=None) -> tuple[int, int]:
+    """Write serialized patches (``records``, bytes) as the shard files of a pack's ``subset``: shard k
+    holds records bounds[k] .. bounds[k + 1] - 1 (:func:`shard_bounds`). Every shard is written under a
+    temporary name and renamed once all are written. Returns (records written, shard files)."""
+    n, shard, writer, tmp_names = 0, 0, None, []
+    for rec in records:
+        if shard < len(bounds) - 1 and n == bounds[shard]:
+            if writer is not None:
+                writer.close()
+            tmp = out / f".{subset}-{shard:05d}.tmp"
+            tmp_names.append(tmp)
+            writer = tf.io.TFRecordWriter(str(tmp))
+            shard += 1
+        writer.write(rec)
+        n += 1
+        if progress:
+            progress(subset, n)
+    if writer is not None:
+        writer.close()
+    for i, tmp in enumerate(tmp_names):
+        os.replace(tmp, out / f"{subset}-{i:05d}-of-{len(tmp_names):05d}.tfrecord")
+    return n, len(tmp_names)
 
 
 def read_pack_index(cfg) -> dict:

@@ -167,8 +167,10 @@ class AnomalyModel(keras.Model):
         if unknown:
             allowed = ", ".join(self.SCORE_OPTIONS) or "none"
             raise UserError(f"{where}: {self.family} has no score option {unknown[0]!r} (it has: {allowed})")
+        from tfanomaly.config import from_dict  # the config's own type and range checks of every field
+
         merged = {**dict(self.model_config), **options}
-        cfg = self.config_class(**merged)
+        cfg = from_dict(self.config_class, merged, "model", where)
         check = getattr(cfg, "check_score_options", None)
         if check:
             check(where)
