@@ -11,6 +11,10 @@ or score the ``checkpoints/step_*.keras`` of a run that was trained with
 
     python bench/learning_curve.py --run-dir R
 
+A checkpoint scored before (its ``learning_curve/step_N/metrics.json`` newer
+than the checkpoint, with the same ``--seeds`` and tiling) is read back, not
+scored again, so a curve extended by a resumed training scores only its new
+checkpoints; ``--rescore`` scores all (after changing other eval settings).
 Writes ``R/learning_curve/curve.csv`` and ``curve.png`` (and a full evaluation
 report per checkpoint in ``R/learning_curve/step_N/``); the final ``model.keras``
 is the last point. Checkpoints are scored
@@ -33,14 +37,34 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
+def earlier_summary(folder: Path, checkpoint: Path, seeds: list[int], cfg) -> dict | None:
+    """The metrics.json of an earlier scoring of this checkpoint, if it was written
+    after the checkpoint, with the same calibration seeds and the same tiling;
+    else None (score it again)."""
+    import dataclasses
+    import json
+
+    f = folder / "metrics.json"
+    if not f.exists() or f.stat().st_mtime < checkpoint.stat().st_mtime:
+        return None
+    try:
+        summary = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    tiling = dataclasses.asdict(cfg.data.tiling) if cfg.data.tiling.enabled else None
+    if summary.get("seeds") != seeds or summary.get("tiling") != tiling:
+        return None
+    return summary
+
+
+def score_checkpoints(run: Path, seeds: list[int], out: Path, rescore: bool = False) -> list[dict]:
     from tfanomaly.data.pipeline import Data
     from tfanomaly.evaluate import evaluate
     from tfanomaly.run import Run, load_model
 
     run = Run(run)
     cfg = run.config()
-    data = Data(cfg)
+    data = None  # built at the first checkpoint that needs scoring
     t0 = run.config_file.stat().st_mtime
     rows = []
     points = run.step_checkpoints()
@@ -49,8 +73,11 @@ def score_checkpoints(run: Path, seeds: list[int], out: Path) -> list[dict]:
         if final not in {s for s, _ in points}:
             points.append((final, run.model_file))
     for step, path in points:
-        model = load_model(path)
-        summary = evaluate(model, cfg, out / f"step_{step:07d}", seeds=seeds, data=data)
+        folder = out / f"step_{step:07d}"
+        summary = None if rescore else earlier_summary(folder, path, seeds, cfg)
+        if summary is None:
+            data = data or Data(cfg)
+            summary = evaluate(load_model(path), cfg, folder, seeds=seeds, data=data)
         row = {
             "step": step,
             "wall_minutes": round((path.stat().st_mtime - t0) / 60.0, 2),
@@ -101,6 +128,7 @@ def main():
     ap.add_argument("--resume", action="store_true", help="continue the run's training first (with --config)")
     ap.add_argument("--seeds", default="0", help="calibration seeds of each evaluation")
     ap.add_argument("--replot", action="store_true", help="redraw curve.png from the run's curve.csv (no scoring)")
+    ap.add_argument("--rescore", action="store_true", help="score every checkpoint again (else one scored before, with the same seeds and tiling, is read back)")
     a = ap.parse_args()
     out = a.run_dir / "learning_curve"
     if a.replot:
@@ -119,7 +147,7 @@ def main():
     if not Run(a.run_dir).step_checkpoints():
         sys.exit(f"{a.run_dir}: no checkpoints/step_*.keras (train with train.checkpoint_every > 0)")
     out.mkdir(parents=True, exist_ok=True)
-    rows = score_checkpoints(a.run_dir, [int(s) for s in a.seeds.split(",")], out)
+    rows = score_checkpoints(a.run_dir, [int(s) for s in a.seeds.split(",")], out, a.rescore)
     with open(out / ".curve.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

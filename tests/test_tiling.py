@@ -107,6 +107,28 @@ def test_tiled_scorer_traces_once_for_every_size_and_is_deterministic():
     assert scorer._fn.experimental_get_tracing_count() == 1
 
 
+def test_flips_average_each_tile_over_its_views_and_map_back():
+    """Test-time flips: a score that reads one corner of the tile becomes the
+    mean over the corners the flips bring there (numpy reference), and a heatmap
+    that is the tile itself comes back unflipped (the plain map)."""
+
+    def corner_score(tiles):
+        return {"score": tiles[:, 0, 0, 0], "heatmap": tiles[..., :1], "reconstruction": tiles}
+
+    rng = np.random.default_rng(3)
+    img = rng.random((70, 90, 1)).astype(np.float32)
+    plain = tiling.score_image(corner_score, img, (32, 32), (16, 16), chunk=5)
+    ys, xs = plain["tile_ys"].numpy(), plain["tile_xs"].numpy()
+    tiles = np.stack([img[y : y + 32, x : x + 32, 0] for y in ys for x in xs])
+    for flips, corners in [(["h"], [(0, 0), (0, -1)]), (["h", "v", "hv"], [(0, 0), (0, -1), (-1, 0), (-1, -1)])]:
+        out = tiling.score_image(corner_score, img, (32, 32), (16, 16), chunk=5, flips=flips)
+        ref = np.mean([tiles[:, a, b] for a, b in corners], axis=0)
+        np.testing.assert_allclose(out["tile_scores"].numpy(), ref, rtol=1e-6)
+        assert float(out["score"]) == pytest.approx(ref.max())
+        np.testing.assert_allclose(out["heatmap"].numpy(), plain["heatmap"].numpy(), atol=1e-6)
+        np.testing.assert_allclose(out["reconstruction"].numpy(), img, atol=1e-6)
+
+
 # --------------------------------------------------------------------------
 # Config, pipeline and evaluation with tiling
 
@@ -383,7 +405,7 @@ def whole_export(sized_folder, tmp_path_factory):
     from tfanomaly.models import registry
 
     tmp = tmp_path_factory.mktemp("whole")
-    cfg = tiled_cfg(sized_folder, "data.tiling.scale=0.75")
+    cfg = tiled_cfg(sized_folder, "data.tiling.scale=0.75", "data.tiling.flips=[h]")  # flips: inside the graph too
     tf.keras.utils.set_random_seed(1)
     model = registry.build(cfg)
     data = Data(cfg)
@@ -402,7 +424,7 @@ def test_whole_image_export_and_predict_equal_the_evaluated_scores(whole_export)
 
     s, files, out = whole_export["scored"], whole_export["files"], whole_export["out"]
     meta = json.loads((out / "tfanomaly.json").read_text())
-    assert meta["tiling"]["scale"] == 0.75 and meta["tiling"]["tile"] == [32, 32]
+    assert meta["tiling"]["scale"] == 0.75 and meta["tiling"]["tile"] == [32, 32] and meta["tiling"]["flips"] == ["h"]
     sm = tf.saved_model.load(str(out))
     rows = predict(whole_export["run"], files)
     sizes = set()

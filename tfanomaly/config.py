@@ -108,12 +108,20 @@ class TilingConfig:
     border (no padding), scores them in batches, and returns the max over tiles
     as the image score and the heatmap stitched at the image's (scaled)
     resolution, overlaps averaged. An image smaller than a tile is
-    reflect-padded to the tile, and the padding is cut off the heatmap."""
+    reflect-padded to the tile, and the padding is cut off the heatmap.
+    With ``flips``, every tile is also scored flipped (in the same batch) and
+    the tile's score and maps are the mean over its views: 1 + len(flips) times
+    the scoring work, in Python and in the exported graph alike."""
 
     enabled: bool = checked(False, help="cut images into tiles at a fixed pixel scale (data.image_size = tile)")
     stride: list[int] = checked(factory=lambda: [32, 32], check=all_of(length(2), each(positive)), help="[sy, sx] between tiles at scoring time")
     scale: float = checked(1.0, positive, help="resize factor applied to every image (and mask) before tiling")
     grid_fraction: float = checked(0.5, unit_interval, help="chance that a training tile starts (per axis) where the scorer cuts one: borders and corners seen as often as at scoring")
+    flips: list[str] = checked(
+        factory=list,
+        check=each(one_of("h", "v", "hv")),
+        help="test-time flips at scoring (h: left-right, v: top-bottom, hv: both): each tile's score and heatmap are the mean over the tile and its flips; [] = off",
+    )
 
 
 @dataclass

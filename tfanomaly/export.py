@@ -107,7 +107,7 @@ def build_archive(model: keras.Model, image_shape, decision: Decision | None, in
 
         def whole(image, region=None):
             x = tiling_mod.rescale(image, tiling.scale, tiling.interpolation)
-            o = tiling_mod.score_image(model.score, x, (h, w), tiling.stride, tiling.chunk)
+            o = tiling_mod.score_image(model.score, x, (h, w), tiling.stride, tiling.chunk, tiling.flips)
             res = {"score": o["score"][None], "heatmap": o["heatmap"][None], "reconstruction": o["reconstruction"][None]}
             return decide(res, res["score"], None if region is None else region[None])
 
@@ -166,7 +166,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
     tiling = None
     if cfg.data.tiling.enabled:
         t = cfg.data.tiling
-        tiling = types.SimpleNamespace(stride=list(t.stride), scale=t.scale, interpolation=cfg.data.interpolation, chunk=cfg.eval.batch_size)
+        tiling = types.SimpleNamespace(stride=list(t.stride), scale=t.scale, interpolation=cfg.data.interpolation, chunk=cfg.eval.batch_size, flips=list(t.flips))
     archive = build_archive(model, shape, decision, cfg.export.include_png, tiling)
 
     out = target
@@ -194,13 +194,15 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
                 "stride": list(tiling.stride),
                 "scale": tiling.scale,
                 "interpolation": tiling.interpolation,
+                "flips": list(tiling.flips),
                 "signatures": {
                     "serve_image": ["image"] + (["region"] if per_region else []),
                     "serve_image_png": ["png"] + (["region"] if per_region else []),
                 },
                 "rule": "a whole image of any size, float32 [H, W, C] in [0, 1] (or one 8-bit PNG), is resized by "
                 "scale, cut into tiles at stride (the last tile flush with the border), scored by tiles; score = max "
-                "over tiles, heatmap [1, round(H*scale), round(W*scale), 1] stitched with overlaps averaged",
+                "over tiles, heatmap [1, round(H*scale), round(W*scale), 1] stitched with overlaps averaged; with flips, "
+                "each tile's score and heatmap are the mean over the tile and its flips (inside the graph)",
             },
             "thresholds": None
             if decision is None

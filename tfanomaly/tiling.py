@@ -96,12 +96,45 @@ def _chunked(score_fn, tiles, chunk: int):
     return s.concat(), h.concat(), r.concat()
 
 
-def score_image(score_fn, image, tile, stride, chunk: int = 64):
+FLIP_AXES = {"h": [2], "v": [1], "hv": [1, 2]}  # of a batch [N, H, W, C]: left-right, top-bottom, both
+
+
+def with_flips(score_fn, flips=()):
+    """``score_fn`` that also scores each tile flipped (``flips``: any of "h"
+    left-right, "v" top-bottom, "hv" both) in the same batch, flips the heatmaps
+    and reconstructions back, and returns the mean over the plain tile and its
+    flips of score, heatmap and reconstruction (test-time augmentation). With no
+    flips it is ``score_fn`` itself."""
+    axes = [FLIP_AXES[f] for f in flips]
+    if not axes:
+        return score_fn
+
+    def fn(tiles):
+        n = tf.shape(tiles)[0]
+        o = score_fn(tf.concat([tiles, *[tf.reverse(tiles, a) for a in axes]], 0))
+
+        def mean(x, spatial):
+            views = [x[k * n : (k + 1) * n] for k in range(len(axes) + 1)]
+            if spatial:
+                views = [views[0], *[tf.reverse(v, a) for v, a in zip(views[1:], axes)]]
+            return tf.add_n([tf.cast(v, tf.float32) for v in views]) / float(len(views))
+
+        return {"score": mean(o["score"], False), "heatmap": mean(o["heatmap"], True), "reconstruction": mean(o["reconstruction"], True)}
+
+    return fn
+
+
+def score_image(score_fn, image, tile, stride, chunk: int = 64, flips=()):
     """Score one whole image [H, W, C] (any H, W) by tiles.
 
     Returns ``{score: [], heatmap: [H, W, 1], reconstruction: [H, W, C],
     tile_scores: [N], tile_ys: [ny], tile_xs: [nx]}``; ``score`` is the max
-    of ``tile_scores``."""
+    of ``tile_scores``. With ``flips`` (:func:`with_flips`) every tile's score
+    and maps are the mean over the tile and its flips; a chunk then holds
+    ``chunk / (1 + len(flips))`` tiles, so one call of ``score_fn`` still sees
+    at most ``chunk`` images."""
+    score_fn = with_flips(score_fn, flips)
+    chunk = max(1, int(chunk) // (1 + len(flips)))
     tile = (int(tile[0]), int(tile[1]))
     stride = (int(stride[0]), int(stride[1]))
     image = tf.convert_to_tensor(image, tf.float32)
@@ -141,21 +174,22 @@ class TiledScorer:
     tiling scale, and returns the dict of :func:`score_image`. One
     ``tf.function`` (dynamic H, W) serves every image size."""
 
-    def __init__(self, model, tile, stride, chunk: int = 64):
+    def __init__(self, model, tile, stride, chunk: int = 64, flips=()):
         self.model = model
         self.tile = (int(tile[0]), int(tile[1]))
         self.stride = (int(stride[0]), int(stride[1]))
         self.chunk = int(chunk)
+        self.flips = tuple(flips)
         channels = int(model.image_shape[-1])
         self._fn = tf.function(
-            lambda image: score_image(model.score, image, self.tile, self.stride, self.chunk),
+            lambda image: score_image(model.score, image, self.tile, self.stride, self.chunk, self.flips),
             input_signature=[tf.TensorSpec([None, None, channels], tf.float32)],
             reduce_retracing=True,
         )
 
     @classmethod
     def from_config(cls, model, cfg):
-        return cls(model, cfg.data.image_size, cfg.data.tiling.stride, cfg.eval.batch_size)
+        return cls(model, cfg.data.image_size, cfg.data.tiling.stride, cfg.eval.batch_size, cfg.data.tiling.flips)
 
     def __call__(self, image):
         return self._fn(tf.convert_to_tensor(image, tf.float32))
