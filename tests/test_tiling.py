@@ -442,6 +442,34 @@ def test_whole_image_export_and_predict_equal_the_evaluated_scores(whole_export)
     assert len(sizes) == 3
 
 
+def test_export_tiles_with_the_flips_the_thresholds_were_calibrated_with(whole_export, tmp_path):
+    """The run's config scores with flips [h]; thresholds calibrated without
+    flips (an evaluation with --set data.tiling.flips=[]) make the export tile
+    without them: its scores are then those of a flip-free scorer, not the
+    evaluated (flipped) ones."""
+    from tfanomaly.decision import Decision
+    from tfanomaly.export import export
+    from tfanomaly.run import Run
+
+    run = Run(whole_export["run"])
+    th = tmp_path / "thresholds.json"
+    Decision("youden", whole_export["threshold"], flips=[]).save(th)
+    assert Decision.load(th).flips == []
+    out = export(run.path, tmp_path / "sm", thresholds_file=th)
+    assert json.loads((out / "tfanomaly.json").read_text())["tiling"]["flips"] == []
+    sm = tf.saved_model.load(str(out))
+    cfg, model = run.config(), run.load_model()
+    plain = tiling.TiledScorer(model, cfg.data.image_size, cfg.data.tiling.stride, flips=())
+    moved = 0
+    for i, f in enumerate(whole_export["files"]):
+        img = tf.cast(tf.io.decode_png(tf.io.read_file(f), channels=1), tf.float32) / 255.0
+        got = float(sm.signatures["serve_image"](image=img)["score"][0])
+        want = float(plain(tiling.rescale(img, cfg.data.tiling.scale, cfg.data.interpolation))["score"])
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+        moved += abs(got - whole_export["scored"].scores[i]) > 1e-6
+    assert moved  # the flips do change the scores of this (random) model
+
+
 def test_cpp_whole_images_equal_the_evaluated_scores(whole_export, binary, tmp_path):
     """The line binary with --whole: PNGs and float .npy images of three sizes,
     tiled inside the SavedModel, give the evaluated scores, verdicts and

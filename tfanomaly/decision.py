@@ -51,6 +51,9 @@ class Decision:
     # the model's score options these thresholds were calibrated for (e.g. GRD-Net's
     # model.score); export and predict score with them, so every door gives one verdict
     score_options: dict = field(default_factory=dict)
+    # the tiling's test-time flips these thresholds were calibrated with (None: untiled, or a
+    # file from before they were recorded); export and predict tile with them
+    flips: list[str] | None = None
 
     @property
     def per_region(self) -> bool:
@@ -94,6 +97,7 @@ class Decision:
             "seed": self.seed,
             "score": "raw model score",
             "score_options": dict(self.score_options),
+            "flips": None if self.flips is None else list(self.flips),
             "rules": RULES_TEXT,
         }
 
@@ -116,12 +120,27 @@ class Decision:
                 th = float(th)
         except (TypeError, ValueError, AttributeError):
             raise UserError(f"{where}: thresholds: expected a number or a mapping region -> number, got {th!r}") from None
-        return cls(rule=d.get("rule", ""), thresholds=th, k_of_n=list(d.get("k_of_n", [7, 10])), seed=int(d.get("seed", 0)), source=source, score_options=dict(d.get("score_options") or {}))
+        flips = d.get("flips")
+        if flips is not None and (not isinstance(flips, list) or any(f not in ("h", "v", "hv") for f in flips)):
+            raise UserError(f"{where}: flips: expected null or a list of h, v, hv, got {flips!r}")
+        return cls(
+            rule=d.get("rule", ""),
+            thresholds=th,
+            k_of_n=list(d.get("k_of_n", [7, 10])),
+            seed=int(d.get("seed", 0)),
+            source=source,
+            score_options=dict(d.get("score_options") or {}),
+            flips=flips,
+        )
 
-    def apply_to(self, model) -> None:
-        """Give ``model`` the score options these thresholds were calibrated for."""
+    def apply_to(self, model, cfg=None) -> None:
+        """Give ``model`` the score options these thresholds were calibrated for,
+        and ``cfg`` (a run's config, changed in place) the tiling flips they were
+        calibrated with."""
         if self.score_options:
             model.set_score_options(self.score_options, where=f"{self.source or 'thresholds'}: score_options")
+        if cfg is not None and self.flips is not None and cfg.data.tiling.enabled:
+            cfg.data.tiling.flips = list(self.flips)
 
     @classmethod
     def load(cls, path: str | Path) -> Decision:

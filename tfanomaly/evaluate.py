@@ -282,6 +282,7 @@ def evaluate(
         res = evaluate_split(s, cfg, rule, cal, rep, cfg.eval.per_region)
         res["seed"] = res["decision"].seed = seed
         res["decision"].score_options = model.score_options()
+        res["decision"].flips = list(cfg.data.tiling.flips) if cfg.data.tiling.enabled else None
         res["n_calibration"], res["n_reported"] = int(cal.sum()), int(rep.sum())
         res["_masks"] = (cal, rep)
         per_seed.append(res)

@@ -161,7 +161,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, thresholds_file: 
         raise UserError(f"{th_path}: no such thresholds file")
     decision = Decision.load(th_path) if th_path.exists() else None
     if decision is not None:
-        decision.apply_to(model)  # score as the thresholds were calibrated
+        decision.apply_to(model, cfg)  # score (and tile) as the thresholds were calibrated
     shape = (cfg.data.image_size[0], cfg.data.image_size[1], cfg.data.channels)
     tiling = None
     if cfg.data.tiling.enabled:

@@ -69,7 +69,7 @@ def predict(run_dir, images, out: Path | None = None, heatmaps: Path | None = No
     model = run.load_model()
     decision = run.decision()
     if decision is not None:
-        decision.apply_to(model)  # score as the thresholds were calibrated
+        decision.apply_to(model, cfg)  # score (and tile) as the thresholds were calibrated
     h, w = cfg.data.image_size
     c = cfg.data.channels
     strips = cfg.data.source == "vials"
