@@ -88,7 +88,7 @@ def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11, shift=(0
 class GRDNet(AnomalyModel):
     family = "grdnet"
     config_class = GRDNetConfig
-    SCORE_OPTIONS = ("score", "score_sigma", "score_shift")
+    SCORE_OPTIONS = ("score", "score_sigma", "score_shift", "score_pool")
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(model_config, image_shape, **kwargs)
