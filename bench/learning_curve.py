@@ -78,9 +78,10 @@ def score_checkpoints(run: Path, seeds: list[int], out: Path, rescore: bool = Fa
         if summary is None:
             data = data or Data(cfg)
             summary = evaluate(load_model(path), cfg, folder, seeds=seeds, data=data)
+        wall = path.stat().st_mtime - t0  # negative: a run resumed by older code rewrote config.yaml's time
         row = {
             "step": step,
-            "wall_minutes": round((path.stat().st_mtime - t0) / 60.0, 2),
+            "wall_minutes": round(wall / 60.0, 2) if wall >= 0 else float("nan"),
             "image_auroc": summary["image_auroc"]["mean"],
             "image_auroc_std": summary["image_auroc"]["std"],
             "pixel_auroc": summary.get("pixel_auroc", float("nan")),

@@ -227,6 +227,7 @@ def test_training_run_and_resume_mid_epoch(vial_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, extra_callbacks=[_KillAt(7)], verbose=0)
     assert json.loads(Run(run).backup_info.read_text())["global_step"] == 6 and not Run(run).model_file.exists()
+    started = Run(run).config_file.stat().st_mtime
     with pytest.raises(UserError, match="already holds a run"):
         train(cfg, run, verbose=0)
     said = []
@@ -246,6 +247,8 @@ def test_training_run_and_resume_mid_epoch(vial_data, tmp_path):
     train(more, run, resume=True, verbose=0)
     summary = json.loads(Run(run).summary_file.read_text())
     assert summary["global_step"] == 15 and summary["steps_this_session"] == 5
+    # the resumes rewrote config.yaml (epochs: 3) but kept its time: the run's start, for learning curves
+    assert Run(run).config().train.epochs == 3 and Run(run).config_file.stat().st_mtime == started
 
 
 def test_sigkill_during_training_then_resume(vial_data, tmp_path):

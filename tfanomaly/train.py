@@ -450,7 +450,10 @@ def _train(cfg: Config, run: Path, resume: bool, extra_callbacks, verbose, echo,
     fresh = not (run.exists() and any(run.iterdir()))
     with _removed_if_setup_fails(run, fresh):  # a failed start must not block the corrected rerun
         run.mkdir(parents=True, exist_ok=True)
+        started = layout.config_file.stat().st_mtime if resume and layout.config_file.exists() else None
         save_config(cfg, layout.config_file)
+        if started is not None:  # config.yaml's time stays the run's start (learning curves count wall time from it)
+            os.utime(layout.config_file, (started, started))
 
         strategy = runtime.strategy_for(cfg)  # first: a multi-worker strategy must precede every other TF op
         runtime.setup(cfg)
