@@ -121,8 +121,10 @@ class Decision:
         except (TypeError, ValueError, AttributeError):
             raise UserError(f"{where}: thresholds: expected a number or a mapping region -> number, got {th!r}") from None
         flips = d.get("flips")
-        if flips is not None and (not isinstance(flips, list) or any(f not in ("h", "v", "hv") for f in flips)):
-            raise UserError(f"{where}: flips: expected null or a list of h, v, hv, got {flips!r}")
+        if flips is not None:  # checked by the config's own field check of data.tiling.flips
+            from tfanomaly.config import TilingConfig, from_dict
+
+            flips = from_dict(TilingConfig, {"flips": flips}, "data.tiling", where).flips
         return cls(
             rule=d.get("rule", ""),
             thresholds=th,
