@@ -90,6 +90,24 @@ def test_full_variant_focal_target_uses_roi():
     assert np.all(out["heatmap"].numpy()[:, :, 17:] == 0)
 
 
+def test_full_variant_heatmap_sigma_is_a_mirrored_gaussian_of_the_unet_map():
+    import cv2
+
+    from tfanomaly.filters import gaussian_window
+
+    m = registry.build(tiny("full"))
+    x = fixed_batch(n=3)["image"]
+    raw = m.score(x)["heatmap"].numpy()
+    m.set_score_options({"heatmap_sigma": 2.0, "score_pool": 1})
+    out = m.score(x)
+    k = gaussian_window(2.0)
+    ref = np.stack([cv2.GaussianBlur(h[..., 0], (k, k), 2.0, borderType=cv2.BORDER_REFLECT) for h in raw])[..., None]
+    np.testing.assert_allclose(out["heatmap"].numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(out["score"].numpy(), raw.max(axis=(1, 2, 3)), atol=1e-6)  # the image score is the raw map's
+    with pytest.raises(UserError, match="model.heatmap_sigma"):
+        load_config(ROOT / "configs" / "vials_demo.yaml", ["model.heatmap_sigma=1", "data.root=unused"])
+
+
 @pytest.mark.parametrize("variant", ["industrial", "full"])
 def test_train_steps_lower_the_generator_loss(variant):
     cfg = tiny(variant, **{"train.learning_rate": 2e-3, "train.lr_schedule": "constant"})

@@ -263,14 +263,14 @@ def test_score_options_travel_with_the_thresholds(vial_data, tmp_path):
     ev_cfg = vial_cfg(vial_data, "model.score=residual", "model.score_sigma=2.0", "model.score_shift=[1, 0]", "eval.per_region=true", "eval.calibration_fraction=0.5")
     evaluate(run.load_model(), ev_cfg, run.eval_dir, "youden", [0])
     th = json.loads(run.thresholds_file.read_text())
-    assert th["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0], "score_pool": ev_cfg.model.score_pool}
+    assert th["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0], "score_pool": ev_cfg.model.score_pool, "heatmap_sigma": 0.0}
     ref, _ = tiny_grdnet("model.score=residual", "model.score_sigma=2.0", "model.score_shift=[1, 0]")
     ref.set_weights(model.get_weights())
     x = tf.random.stateless_uniform([4, 32, 32, 1], [5, 6])
     want = ref.score(x)["score"].numpy()
     sm_path = export(run.path, tmp_path / "sm")
     meta = json.loads((Path(sm_path) / "tfanomaly.json").read_text())
-    assert meta["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0], "score_pool": ev_cfg.model.score_pool}
+    assert meta["score_options"] == {"score": "residual", "score_sigma": 2.0, "score_shift": [1, 0], "score_pool": ev_cfg.model.score_pool, "heatmap_sigma": 0.0}
     assert meta["aggregation"]["patches_per_strip"] == 2 * 20  # eval_frames [0, 2] x 5 vials x 4 regions
     sm = tf.saved_model.load(str(sm_path))
     got = sm.signatures["serving_default"](images=x, region=tf.zeros([4], tf.int32))["score"].numpy()

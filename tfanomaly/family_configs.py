@@ -41,6 +41,11 @@ class GRDNetConfig:
     focal_alpha: float = checked(0.25, unit_interval)
     ssim_window: int = checked(11, lambda v: None if v >= 3 and v % 2 == 1 else "an odd size >= 3")
     score_pool: int = checked(8, positive, help="full: average-pool window on the U-Net map before the max")
+    heatmap_sigma: float = checked(
+        0.0,
+        non_negative,
+        help="full: gaussian sigma (pixels) smoothing the U-Net map (edges mirrored) into the heatmap; the image score stays the max of the score_pool-ed map; 0 = none",
+    )
     score: str = checked(
         "ssim",
         one_of("ssim", "residual", "ssim_map"),
@@ -63,6 +68,8 @@ class GRDNetConfig:
             raise ConfigError(f"{src}: model.score: the full variant scores with its U-Net map; {self.score!r} is for variant: industrial")
         if any(self.score_shift) and (self.variant == "full" or self.score == "ssim"):
             raise ConfigError(f"{src}: model.score_shift: shifts apply to the maps of model.score: residual or ssim_map (variant: industrial), got score {self.score!r}, variant {self.variant!r}")
+        if self.heatmap_sigma > 0 and self.variant != "full":
+            raise ConfigError(f"{src}: model.heatmap_sigma: smooths the full variant's U-Net map; the industrial maps use model.score_sigma, got variant {self.variant!r}")
 
     def validate(self, cfg, src):
         self.check_score_options(src)
@@ -72,6 +79,8 @@ class GRDNetConfig:
             raise ConfigError(f"{src}: model.widths: {len(self.widths)} stages halve the image {len(self.widths)} times, so data.image_size {cfg.data.image_size} must be divisible by {f}")
         if min(h, w) < self.ssim_window:
             raise ConfigError(f"{src}: model.ssim_window: expected <= the image size {min(h, w)}, got {self.ssim_window}")
+        if math.ceil(3.0 * self.heatmap_sigma) >= min(h, w):
+            raise ConfigError(f"{src}: model.heatmap_sigma: the gaussian's radius (3 sigma) must be smaller than data.image_size {cfg.data.image_size}, got sigma {self.heatmap_sigma}")
         if self.score_shift[0] >= h or self.score_shift[1] >= w:
             raise ConfigError(f"{src}: model.score_shift: expected shifts smaller than data.image_size {cfg.data.image_size}, got {self.score_shift}")
         u = 2 ** (len(self.unet_widths) - 1)

@@ -175,9 +175,10 @@ class ADGAN(AnomalyModel):
         _, z, _, _, hist = tf.while_loop(lambda t, *_: t < k, step, (tf.constant(0), z, tf.zeros_like(z), tf.zeros_like(z), hist))
         recon = self.render(z)
         final = _mse(recon, xt)
-        hist = hist.write(k, tf.reduce_mean(final))
         out = (tf.reshape(final, [b, n]), tf.reshape(recon, tf.concat([[b, n], tf.shape(x)[1:]], 0)))
-        return out + (hist.stack(),) if trace else out
+        if not trace:  # an unread TensorArray write makes TensorFlow log an error ("Object was never used")
+            return out
+        return out + (hist.write(k, tf.reduce_mean(final)).stack(),)
 
     def _search_adapt(self, images, steps=None, trace=False):
         """Exact search with generator adaptation: every (sample, seed) pair

@@ -12,7 +12,9 @@ Industrial variant (BFS vial line):
     (model.score: residual / ssim_map: score = max of the smoothed |X - X_hat|
     or 1 - SSIM map, which is then the heatmap)
 Full variant: L_con with L1; U-Net on concat(X_n, X_hat) trained with focal
-loss against M * ROI; score = max of the average-pooled U-Net map.
+loss against M * ROI; score = max of the average-pooled U-Net map; heatmap =
+the U-Net map smoothed by ``heatmap_sigma`` (edges mirrored): two knobs, the
+image score's and the pixel map's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tensorflow as tf
 from tfanomaly import losses
 from tfanomaly.batch import IMAGE, NOISE, PERTURB_MASK, PERTURBED
 from tfanomaly.family_configs import GRDNetConfig
-from tfanomaly.filters import gaussian_blur
+from tfanomaly.filters import gaussian_blur, gaussian_window
 from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
 
@@ -84,11 +86,18 @@ def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11, shift=(0
     return amap
 
 
+def mirrored_blur(amap, sigma: float):
+    """``amap`` [B, H, W, C] smoothed by a gaussian of ``sigma`` pixels, its
+    edges mirrored (a tile's border is not a fall to zero)."""
+    r = gaussian_window(sigma) // 2
+    return gaussian_blur(tf.pad(amap, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC"), sigma, valid=True)
+
+
 @keras.saving.register_keras_serializable(package="tfanomaly")
 class GRDNet(AnomalyModel):
     family = "grdnet"
     config_class = GRDNetConfig
-    SCORE_OPTIONS = ("score", "score_sigma", "score_shift", "score_pool")
+    SCORE_OPTIONS = ("score", "score_sigma", "score_shift", "score_pool", "heatmap_sigma")
 
     def __init__(self, model_config: dict, image_shape, **kwargs):
         super().__init__(model_config, image_shape, **kwargs)
@@ -190,7 +199,8 @@ class GRDNet(AnomalyModel):
             amap = tf.cast(self.unet(tf.concat([x, x_hat], -1)), tf.float32) * self.roi
             k = self.cfg.score_pool
             pooled = tf.nn.avg_pool2d(amap, k, 1, "SAME") if k > 1 else amap
-            return {"score": tf.reduce_max(pooled, axis=[1, 2, 3]), "heatmap": amap, "reconstruction": x_hat}
+            heat = mirrored_blur(amap, self.cfg.heatmap_sigma) if self.cfg.heatmap_sigma > 0 else amap
+            return {"score": tf.reduce_max(pooled, axis=[1, 2, 3]), "heatmap": heat, "reconstruction": x_hat}
         if self.cfg.score != "ssim":
             amap = self.score_map(x, x_hat)
             return {"score": tf.reduce_max(amap, axis=[1, 2, 3]), "heatmap": amap, "reconstruction": x_hat}
