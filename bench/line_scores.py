@@ -57,7 +57,7 @@ def score_kit(model, cfg, batch_size: int = 256):
 
 
 def evaluate_option(cols, score: str, keep: np.ndarray, cfg, seed: int) -> dict:
-    from tfanomaly.evaluate import Scored, _product_truth, evaluate_split, split_products
+    from tfanomaly.evaluate import Scored, calibration_part, evaluate_split
 
     n = int(keep.sum())
     products = np.array([p.decode() if isinstance(p, bytes) else str(p) for p in cols["product"][keep]])
@@ -72,8 +72,7 @@ def evaluate_option(cols, score: str, keep: np.ndarray, cfg, seed: int) -> dict:
         np.zeros((n, 1, 1), np.float16),
         np.zeros((n, 1, 1), bool),
     )
-    cal_p, _ = split_products(s.products, cfg.eval.calibration_fraction, seed, _product_truth(s))
-    cal = np.isin(s.products, list(cal_p))
+    cal = calibration_part(s, cfg.eval.calibration_fraction, seed)
     out = {}
     for part, c, r in (("calibration", cal, cal), ("reported", cal, ~cal)):
         res = evaluate_split(s, cfg, cfg.eval.calibrate, c, r, cfg.eval.per_region)

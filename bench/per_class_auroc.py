@@ -16,15 +16,19 @@ import re
 from sklearn.metrics import roc_auc_score
 
 
+def class_name(product: str) -> str:
+    """A defective image's class: the folder after ``MT_`` (Magnetic Tile), else its first folder."""
+    m = re.search(r"MT_([A-Za-z]+)/", product)
+    return m.group(1) if m else product.split("/")[0]
+
+
 def per_class(rows: list[dict], part: str) -> dict[str, tuple[int, float]]:
     rows = [r for r in rows if r["split"] == part]
     good = [float(r["score"]) for r in rows if r["label"] == "0"]
     classes: dict[str, list[float]] = {}
     for r in rows:
         if r["label"] == "1":
-            m = re.search(r"MT_([A-Za-z]+)/", r["product"])
-            name = m.group(1) if m else r["product"].split("/")[0]
-            classes.setdefault(name, []).append(float(r["score"]))
+            classes.setdefault(class_name(r["product"]), []).append(float(r["score"]))
     out = {"good": (len(good), float("nan"))}
     for name, bad in sorted(classes.items()):
         out[name] = (len(bad), float(roc_auc_score([0] * len(good) + [1] * len(bad), good + bad)))

@@ -13,16 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def class_of(product: str, label: int) -> str:
-    if not label:
-        return "good"
-    m = re.search(r"MT_([A-Za-z]+)/", product)
-    return m.group(1) if m else product.split("/")[0]
 
 
 def main() -> None:
@@ -36,24 +28,24 @@ def main() -> None:
     import cv2
     import numpy as np
     from _common import cpu_model
+    from per_class_auroc import class_name
     from sklearn.metrics import roc_auc_score
 
     import tfanomaly
     from tfanomaly import metrics
     from tfanomaly.data.pipeline import Data
-    from tfanomaly.evaluate import _product_truth, _ragged, score_test_set, split_products
+    from tfanomaly.evaluate import _ragged, apply_score_options, calibration_part, score_test_set
     from tfanomaly.filters import gaussian_window
     from tfanomaly.run import load_model
 
     cfg = tfanomaly.load_config(a.config, a.set)
     model = load_model(a.model)
-    model.set_score_options({k: getattr(cfg.model, k) for k in model.SCORE_OPTIONS if hasattr(cfg.model, k)})
+    apply_score_options(model, cfg)
     s = score_test_set(model, cfg, Data(cfg))
-    cal_p, _ = split_products(s.products, cfg.eval.calibration_fraction, cfg.seed, _product_truth(s))
-    idx = np.where(np.isin(s.products, list(cal_p)))[0]
+    idx = np.where(calibration_part(s, cfg.eval.calibration_fraction, cfg.seed))[0]
     heat = [s.heatmaps[i].astype(np.float32) for i in idx]
     masks = [s.masks[i] for i in idx]
-    classes = [class_of(s.products[i], s.labels[i]) for i in idx]
+    classes = [class_name(s.products[i]) if s.labels[i] else "good" for i in idx]
     names = sorted(set(classes) - {"good"})
     total = sum(int(m.sum()) for m in masks)
     print(f"machine: {cpu_model()}; calibration part of seed {cfg.seed}: {len(idx)} images, {total} defect pixels\n")

@@ -120,6 +120,21 @@ def split_products(products, fraction: float, seed: int, truth: dict | None = No
     return cal, set(names) - cal
 
 
+def calibration_part(s: Scored, fraction: float, seed: int) -> np.ndarray:
+    """Boolean [N]: the samples of the seeded calibration products of ``s``
+    (:func:`split_products`, stratified by product truth); the rest is reported."""
+    cal_p, _ = split_products(s.products, fraction, seed, _product_truth(s))
+    return np.isin(s.products, list(cal_p))
+
+
+def apply_score_options(model, cfg: Config) -> None:
+    """Score as ``cfg.model`` says: its values of the model's score options
+    (they change no weight, so options are compared without retraining)."""
+    opts = {k: getattr(cfg.model, k) for k in model.SCORE_OPTIONS if hasattr(cfg.model, k)}
+    if opts and opts != model.score_options():
+        model.set_score_options(opts, where=f"{cfg.source_file}: model")
+
+
 def _product_truth(s: Scored) -> dict:
     truth = dict(s.product_labels)
     for p, lab in zip(s.products, s.labels):
@@ -253,10 +268,7 @@ def evaluate(
     from tfanomaly.data.pipeline import Data
 
     rule = rule or cfg.eval.calibrate
-    # score as the config says (score options need no retraining); the thresholds record them
-    opts = {k: getattr(cfg.model, k) for k in model.SCORE_OPTIONS if hasattr(cfg.model, k)}
-    if opts and opts != model.score_options():
-        model.set_score_options(opts, where=f"{cfg.source_file}: model")
+    apply_score_options(model, cfg)  # the thresholds record them
     if rule not in thresholds.RULES:
         raise UserError(f"--calibrate: expected one of {', '.join(thresholds.RULES)}, got {rule!r}")
     seeds = seeds if seeds else [cfg.seed]
@@ -274,8 +286,7 @@ def evaluate(
         if same:
             cal = rep = np.ones(len(s.scores), bool)
         else:
-            cal_p, _ = split_products(s.products, cfg.eval.calibration_fraction, seed, _product_truth(s))
-            cal = np.isin(s.products, list(cal_p))
+            cal = calibration_part(s, cfg.eval.calibration_fraction, seed)
             rep = ~cal
             if not rep.any() or not cal.any():
                 raise UserError(f"eval.calibration_fraction {cfg.eval.calibration_fraction} leaves an empty calibration or reported split")

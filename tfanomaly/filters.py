@@ -65,3 +65,11 @@ def gaussian_blur(x, sigma: float, window: int | None = None, valid: bool = Fals
     t = tf.transpose(t, [0, 1, 3, 2])  # [B, C, W', H]
     t = tf.reshape(tf.matmul(tf.reshape(t, [-1, h]), bh, transpose_b=True), [-1, c, bw.shape[0], bh.shape[0]])  # along H
     return tf.transpose(t, [0, 3, 2, 1])  # [B, H', W', C]
+
+
+def mirrored_blur(x, sigma: float):
+    """:func:`gaussian_blur` of ``x`` [B, H, W, C] with its edges mirrored
+    (``SYMMETRIC`` padding) instead of zero padding: a tile's border is not a
+    fall to zero. Needs the gaussian's radius <= H and W."""
+    r = gaussian_window(sigma) // 2
+    return gaussian_blur(tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC"), sigma, valid=True)

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tfanomaly import losses
 from tfanomaly.batch import IMAGE, NOISE, PERTURB_MASK, PERTURBED
 from tfanomaly.family_configs import GRDNetConfig
-from tfanomaly.filters import gaussian_blur, gaussian_window
+from tfanomaly.filters import gaussian_blur, mirrored_blur
 from tfanomaly.models import blocks
 from tfanomaly.models.base import AnomalyModel
 
@@ -84,13 +84,6 @@ def score_map(x, x_hat, kind: str, sigma: float, ssim_window: int = 11, shift=(0
     if sigma > 0:
         amap = gaussian_blur(amap, sigma)
     return amap
-
-
-def mirrored_blur(amap, sigma: float):
-    """``amap`` [B, H, W, C] smoothed by a gaussian of ``sigma`` pixels, its
-    edges mirrored (a tile's border is not a fall to zero)."""
-    r = gaussian_window(sigma) // 2
-    return gaussian_blur(tf.pad(amap, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC"), sigma, valid=True)
 
 
 @keras.saving.register_keras_serializable(package="tfanomaly")
