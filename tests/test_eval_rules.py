@@ -115,6 +115,22 @@ def test_per_run_max_and_k_of_n_boundary():
     assert aggregation.k_of_n({("Q", r): r <= 4 for r in range(5)}, 7, 10)["Q"]["needed"] == 4
 
 
+def test_knapp_zones_and_quality_factors_by_hand():
+    # (visible runs, flagged runs) of 10: two reject-zone defects (one missed by 7 of 10), one
+    # grey-zone defect (visible in 5 runs), a defect visible in 2 runs (accept zone) and two good
+    # products, one of them rejected
+    cases = {"D1": (10, 9), "D2": (7, 6), "G1": (5, 5), "A1": (2, 2), "N1": (0, 0), "N2": (0, 8)}
+    flags = {(p, r): r < f for p, (_, f) in cases.items() for r in range(10)}
+    verdicts = aggregation.k_of_n(flags, 7, 10)
+    k = aggregation.knapp(verdicts, {p: v for p, (v, _) in cases.items() if v}, (0.3, 0.7))
+    assert k["zone"] == {"D1": "reject", "D2": "reject", "G1": "grey", "A1": "accept", "N1": "accept", "N2": "accept"}
+    assert k["counts"] == {"reject": 2, "grey": 1, "accept": 3}
+    assert k["fqm"] == pytest.approx(1.0 + 0.7) and k["fqa"] == pytest.approx(0.9 + 0.6)
+    assert k["ratio"] == pytest.approx(1.5 / 1.7)
+    # reject zone: D1 caught, D2 missed; accept zone: A1 and N1 pass, N2 rejected; G1 not counted
+    assert (k["tpr"], k["tnr"], k["accuracy"]) == pytest.approx((0.5, 2 / 3, 3 / 5))
+
+
 def test_best_and_zfn_accuracy_by_hand():
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     scores = [0.1, 0.2, 0.6, 0.7, 0.3, 0.8, 0.9, 0.95]

@@ -49,6 +49,21 @@ def test_report_files_and_numbers(setup):
     prods = list(csv.DictReader((out / "products.csv").open()))
     for p in prods:  # k of n = 1 of 2: defective when any run is flagged
         assert (p["verdict"] == "defective") == (int(p["flagged_runs"]) >= int(p["needed"]))
+    # Knapp: visible runs from the reported patches' labels, zones and quality factors from them
+    seen = {}
+    for r in rep:
+        seen[(r["product"], r["run"])] = max(seen.get((r["product"], r["run"]), 0), int(r["label"]))
+    fqm = fqa = 0.0
+    for p in prods:
+        visible = sum(v for (q, _), v in seen.items() if q == p["product"])
+        assert int(p["visible_runs"]) == visible
+        rate = visible / int(p["runs"])
+        assert p["zone"] == ("reject" if rate >= 0.7 else "accept" if rate < 0.3 else "grey")
+        if p["zone"] == "reject":
+            fqm, fqa = fqm + rate, fqa + int(p["flagged_runs"]) / int(p["runs"])
+    kn = runs[0]["knapp"]
+    assert (kn["fqm"], kn["fqa"]) == pytest.approx((fqm, fqa))
+    assert kn["counts"]["reject"] == sum(p["zone"] == "reject" for p in prods)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and f"{summary['image_auroc']['mean']:.4f}" in html
 

@@ -69,6 +69,39 @@ def test_kit_is_a_separate_evaluation_set(tmp_path):
     assert {it.subset for it in idx.items} == {"test"} and len(idx.items) == 4
 
 
+def test_a_defect_sliver_in_the_neighbouring_region_is_not_that_patch(tmp_path):
+    """data.strip.min_defect_share: with 0.25, a box holding 6 of a vial's 30 mask
+    pixels (a particle's margin across the region border) is a good patch with no
+    mask, the box holding the other 24 is defective; a scratch split 50/50 over two
+    regions is defective in both; with 0 (the default) any mask pixel counts."""
+    from tfanomaly.data.pipeline import Data
+
+    root = tmp_path / "kit"
+    synth_kit(root, good=1, defective=1, runs=1, frames=4, seed=3)
+    defective = next(r["product"] for r in csv.DictReader((root / "products.csv").open()) if r["label"] == "1")
+    mask = np.zeros((256, 320), np.uint8)
+    mask[206:208, 70:73] = 255  # vial 1: 6 px in R2 (rows 112-208) ...
+    mask[208:214, 70:74] = 255  # ... and 24 px in R3 (rows 208-256)
+    mask[180:240, 200:202] = 255  # vial 3: a line of 56 px in R2 and 64 px in R3
+    for f in range(1, 5):
+        cv2.imwrite(str(root / "masks" / f"{defective}_r01_f{f:02d}.png"), mask)
+
+    def labels(share):
+        cfg = vial_cfg(root, "data.eval_frames=[0]", f"data.strip.min_defect_share={share}")
+        got = {}
+        for e in Data(cfg).patches("test", False).as_numpy_iterator():
+            if e["product"].decode() == defective:
+                got[(int(e["vial"]), int(e["region"]))] = (int(e["label"]), bool((e["mask"] > 0).any()))
+        return got
+
+    assert {k for k, v in labels(0.0).items() if v[0]} == {(1, 2), (1, 3), (3, 2), (3, 3)}
+    got = labels(0.25)
+    assert {k for k, v in got.items() if v[0]} == {(1, 3), (3, 2), (3, 3)}
+    assert got[(1, 2)] == (0, False) and all(v == (1, True) for k, v in got.items() if v[0])
+    with pytest.raises(ConfigError, match=r"data.strip.min_defect_share"):
+        vial_cfg(root, "data.strip.min_defect_share=1.5")
+
+
 def test_products_csv_subset_column_is_checked(tmp_path):
     synth_vials(tmp_path, good=1, defective=1, runs=1, frames=4, seed=3)
     rows = list(csv.DictReader((tmp_path / "products.csv").open()))

@@ -60,6 +60,12 @@ class StripConfig:
         help="[y0, y1) pixel span of each logical region (flag, top body, liquid body, bottom)",
     )
     region_names: list[str] = checked(factory=lambda: ["flag", "top", "liquid", "bottom"])
+    min_defect_share: float = checked(
+        0.0,
+        unit_interval,
+        help="a patch is defective when it holds at least this share of its vial's defect-mask pixels in that image (0: any mask pixel); "
+        "a smaller sliver of a defect lying in the neighbouring region is labelled good and its mask cleared",
+    )
 
 
 @dataclass
@@ -281,6 +287,11 @@ class EvalConfig:
     iqr_k: float = checked(1.5, non_negative)
     k_of_n: list[int] = checked(factory=lambda: [7, 10], check=all_of(length(2), each(positive)), help="product defective when >= k of n runs say so")
     product_level: bool = checked(False, help="calibrate each threshold on per-run maxima (where the line decides) instead of per patch")
+    knapp_zones: list[float] = checked(
+        factory=lambda: [0.3, 0.7],
+        check=all_of(range_pair, each(unit_interval)),
+        help="a test kit's accept / reject zone bounds on how often a product's defect is visible over its runs (Knapp; the report's grey zone lies between)",
+    )
     worst_cases: int = checked(8, non_negative)
     batch_size: int = checked(64, positive)
     shift: ShiftConfig = field(default_factory=ShiftConfig)

@@ -218,6 +218,15 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
         "patches_per_strip": int(round(len(lab) / max(len(seen), 1))),
         "metrics": metrics.at_threshold([int(seen[k]) for k in run_keys], [float(run_flags[k]) for k in run_keys], 0.5),
     }
+    # a test kit's reference: in how many runs each product's defect is visible (Knapp zones)
+    visible = {p: 0 for p in names}
+    for (p, _), v in seen.items():
+        visible[p] += int(v > 0)
+    for p in names:
+        out["products"]["verdicts"][p]["visible_runs"] = visible[p]
+    out["knapp"] = aggregation.knapp(verdicts, visible, tuple(e.knapp_zones))
+    for p, z in out["knapp"].pop("zone").items():
+        out["products"]["verdicts"][p]["zone"] = z
     return out
 
 
@@ -331,6 +340,10 @@ def evaluate(
         "strip_accuracy": _mean_std([r["strips"]["metrics"]["accuracy"] for r in per_seed]),
         "strip_tpr": _mean_std([r["strips"]["metrics"]["tpr"] for r in per_seed]),
         "strip_tnr": _mean_std([r["strips"]["metrics"]["tnr"] for r in per_seed]),
+        "knapp_ratio": _mean_std([r["knapp"]["ratio"] for r in per_seed]),
+        "knapp_accuracy": _mean_std([r["knapp"]["accuracy"] for r in per_seed]),
+        "knapp_tpr": _mean_std([r["knapp"]["tpr"] for r in per_seed]),
+        "knapp_tnr": _mean_std([r["knapp"]["tnr"] for r in per_seed]),
         **pix,
         # the calibration part of the first seed: the numbers to choose settings on (never the reported ones)
         "selection": selection,

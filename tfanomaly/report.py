@@ -229,6 +229,9 @@ def console_summary(summary: dict) -> str:
         for what in ("strip", "product"):
             name = f"{what} acc. / TPR / TNR" + (" (k of n)" if what == "product" else "")
             lines.append(f"{name:<28} {' / '.join(ms(summary.get(f'{what}_{k}')) for k in ('accuracy', 'tpr', 'tnr'))}")
+        if "knapp_ratio" in summary:
+            lines.append(f"{'Knapp FQA / FQM':<28}{ms(summary['knapp_ratio'])}")
+            lines.append(f"{'... reject+accept zones':<28} {' / '.join(ms(summary.get(f'knapp_{k}')) for k in ('accuracy', 'tpr', 'tnr'))}")
     if "pixel_auroc" in summary:
         lines.append(f"{'pixel AUROC (first seed)':<28}{summary['pixel_auroc']:.4f}")
     sh = summary.get("shift")
@@ -289,8 +292,11 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     reg_header = ["region", "patches", "defective", "auroc", "threshold", "accuracy", "tpr", "tnr", "fp", "fn"]
     _write_csv(out / "regions.csv", reg_header, reg_rows)
     prod = first["products"]
-    prod_rows = [[p, v["label"], v["runs"], v["flagged_runs"], v["needed"], "defective" if v["defective"] else "good", f"{v['max_score']:.6g}"] for p, v in prod["verdicts"].items()]
-    prod_header = ["product", "label", "runs", "flagged_runs", "needed", "verdict", "max_score"]
+    prod_rows = [
+        [p, v["label"], v["runs"], v["visible_runs"], v["zone"], v["flagged_runs"], v["needed"], "defective" if v["defective"] else "good", f"{v['max_score']:.6g}"]
+        for p, v in prod["verdicts"].items()
+    ]
+    prod_header = ["product", "label", "runs", "visible_runs", "zone", "flagged_runs", "needed", "verdict", "max_score"]
     _write_csv(out / "products.csv", prod_header, prod_rows)
 
     plot_curves(s, first, out / "roc.png", out / "pr.png")
@@ -324,6 +330,19 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
             [f"strip accuracy / TPR / TNR (a strip = one run's {sm['patches_per_strip']} patches, flagged by its max)", " / ".join(ms(summary.get(f"strip_{k}")) for k in ("accuracy", "tpr", "tnr"))]
         )
         head_rows.append([f"product accuracy / TPR / TNR ({prod['k_of_n'][0]} of {prod['k_of_n'][1]} runs)", " / ".join(ms(summary.get(f"product_{k}")) for k in ("accuracy", "tpr", "tnr"))])
+        kn = first["knapp"]
+        head_rows.append(
+            [
+                f"Knapp: FQA / FQM over the reject zone ({kn['counts']['reject']} products whose defect is visible in >= {kn['zones'][1]:g} of their runs)",
+                ms(summary["knapp_ratio"]),
+            ]
+        )
+        head_rows.append(
+            [
+                f"product accuracy / TPR / TNR over the reject and accept zones ({kn['counts']['grey']} grey-zone products left out)",
+                " / ".join(ms(summary.get(f"knapp_{k}")) for k in ("accuracy", "tpr", "tnr")),
+            ]
+        )
     if "pixel_auroc" in summary:
         head_rows.append(["pixel AUROC (first seed)", _fmt(summary["pixel_auroc"])])
         head_rows.append([f"AUPRO @30% FPR (first seed, up to 2000 {unit})", _fmt(summary["aupro"])])
@@ -338,7 +357,12 @@ def write_all(out: Path, s, summary: dict, first: dict, cfg) -> None:
     if vials:
         per_unit = f"""<h2>Per region</h2>{_table(reg_header, reg_rows)}
 <h2>Per product</h2><p>A run flags its product when any of its patches is flagged; a product is defective when
-at least {prod["k_of_n"][0]} of {prod["k_of_n"][1]} runs flag it. Accuracy {_fmt(pm["accuracy"])}, TPR {_fmt(pm["tpr"])}, TNR {_fmt(pm["tnr"])}.</p>
+at least {prod["k_of_n"][0]} of {prod["k_of_n"][1]} runs flag it. Accuracy {_fmt(pm["accuracy"])}, TPR {_fmt(pm["tpr"])}, TNR {_fmt(pm["tnr"])}.
+<code>visible_runs</code> counts the runs in which the product's defect is visible in a scored patch (its masks): a test
+kit's reference. Its zone (Knapp) is <i>reject</i> when that is at least {kn["zones"][1]:g} of its runs, <i>accept</i>
+below {kn["zones"][0]:g} (every good product), <i>grey</i> between; FQM and FQA sum the reference's and the machine's
+detection rates (visible or flagged runs / runs) over the reject zone: FQM {kn["fqm"]:.2f}, FQA {kn["fqa"]:.2f}, ratio {_fmt(kn["ratio"])}
+(at least 1: the machine finds what the reference finds).</p>
 {_table(prod_header, prod_rows)}"""
     a = first["image"]["at_threshold"]
     groups = "products" if vials else "images"

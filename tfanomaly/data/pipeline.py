@@ -56,6 +56,19 @@ def _decode_mask(path, shape_like):
     return tf.cond(tf.strings.length(path) > 0, load, empty)
 
 
+def _defect_share_keep(msk, boxes, share: float):
+    """Per box, per image of ``msk`` [N, H, W, 1]: does the box hold at least
+    ``share`` of its vial's defect-mask pixels (those inside any box of the same
+    vial)? None when ``share`` is 0 (every mask pixel counts)."""
+    if share <= 0:
+        return None
+    counts = [tf.reduce_sum(tf.cast(msk[:, y0:y1, x0:x1] > 0, tf.float32), axis=[1, 2, 3]) for _, _, (y0, x0, y1, x1) in boxes]
+    totals = {}
+    for (v, _, _), c in zip(boxes, counts):
+        totals[v] = totals.get(v, 0.0) + c
+    return [(c > 0) & (c >= share * totals[v]) for (v, _, _), c in zip(boxes, counts)]
+
+
 def _resize(img, size, method):
     out = tf.image.resize(tf.cast(img, tf.float32), size, method=method)
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
@@ -193,6 +206,7 @@ class PatchSource:
         frames_used, ranks = acquisition_images(d, training)
         size, channels, boxes = self.size, self.channels, self.boxes
         interp = d.interpolation
+        share = float(d.strip.min_defect_share)
         table = {
             "paths": [it.paths for it in items],
             "masks": [it.masks for it in items],
@@ -217,9 +231,13 @@ class PatchSource:
             imgs = tf.concat(parts, 0)  # [n_img, H, W, C]
             msk = tf.concat(mparts, 0)
             out_i, out_m = [], []
-            for _, _, (y0, x0, y1, x1) in boxes:
+            keep = _defect_share_keep(msk, boxes, share)
+            for b, (_, _, (y0, x0, y1, x1)) in enumerate(boxes):
                 out_i.append(_resize(imgs[:, y0:y1, x0:x1], size, interp))
-                out_m.append(_resize(msk[:, y0:y1, x0:x1], size, "nearest"))
+                m = msk[:, y0:y1, x0:x1]
+                if share > 0:  # a sliver of a defect that lies in the neighbouring region: not this patch's
+                    m = m * tf.cast(keep[b], m.dtype)[:, None, None, None]
+                out_m.append(_resize(m, size, "nearest"))
             pi = tf.reshape(tf.stack(out_i), [-1] + size + [channels])  # box-major
             pm = tf.reshape(tf.stack(out_m), [-1] + size + [1])
             nb = len(boxes)
