@@ -100,6 +100,32 @@ def test_perturb_self_source_blends_in_the_image_itself_scaled_by_a_gain():
         np.testing.assert_array_equal(u.numpy(), v.numpy())
 
 
+def test_perturb_other_blends_in_another_image_and_draws_nothing_else():
+    """other=1: inside M the texture is the other image as is (N = M * other);
+    other=0.5 mixes it with the source's; the mask, blend and source draws are
+    those of the same seed without it."""
+    x = 0.1 + 0.3 * tf.random.stateless_uniform([16, 16, 1], [3, 4])
+    o = 0.6 + 0.3 * tf.random.stateless_uniform([16, 16, 1], [5, 6])
+    kinds = set()
+    for i in range(12):
+        seed = tf.constant([9, i], tf.int64)
+        base = [t.numpy() for t in perturb(x, seed, probability=1.0, max_scale=2, source="self")]
+        xn, m, n = (t.numpy() for t in perturb(x, seed, probability=1.0, max_scale=2, source="self", other=1.0, other_image=o))
+        np.testing.assert_array_equal(m, base[1])  # the same region
+        np.testing.assert_allclose(n, m * o.numpy(), atol=1e-7)
+        outside = m[..., 0] == 0
+        np.testing.assert_array_equal(xn[outside], x.numpy()[outside])
+        beta = (x.numpy() - xn)[~outside] / (x.numpy() - n)[~outside]  # X_n = X (1 - beta) + beta N inside M
+        if beta.size:
+            assert np.ptp(beta) < 1e-4 and 0.5 - 1e-6 <= beta[0] <= 1.0 + 1e-6
+        _, m2, n2 = (t.numpy() for t in perturb(x, seed, probability=1.0, max_scale=2, source="self", other=0.5, other_image=o))
+        if m2.any():
+            kinds.add(bool(np.allclose(n2, m2 * o.numpy(), atol=1e-7)))
+    assert kinds == {True, False}
+    with pytest.raises(ValueError, match="other_image"):
+        perturb(x, tf.constant([1, 1], tf.int64), other=0.5)
+
+
 def test_stroke_mask_is_a_thin_segment_of_the_drawn_thickness():
     """A stroke is thin (its area ~ length x thickness, far below a blob's),
     stays inside its length, and ``strokes=1`` makes every perturbed region one."""

@@ -211,3 +211,34 @@ def test_polygon_source_and_outside_polygon(tmp_path):
     (tmp_path / "imgs" / "x2.json").write_text(json.dumps({"polygons": [[[40, 40], [156, 40], [56, 56]]]}))
     with pytest.raises(DataError, match=r"x2.json: polygon 0 lies outside the 96x96 image"):
         build_index(cfg)
+
+
+def test_perturb_other_blends_in_another_training_image(tmp_path):
+    """perturb.other = 1 with a full blend: inside each training sample's mask the
+    input is another good training image's tile (flat images of 3 gray levels and
+    3 sizes, tiled: every masked value is one of the levels, and some samples show
+    a level that is not their own); the monitor's batch pairs each image with the
+    next."""
+    levels = [40, 128, 220]
+    for i, (v, size) in enumerate(zip(levels, [(20, 24), (28, 20), (24, 30)])):
+        write_img(tmp_path / "good" / f"g{i}.png", np.full(size, v, np.uint8))
+    write_img(tmp_path / "bad" / "b0.png", np.full((20, 24), 90, np.uint8))
+    extra = ["data.tiling.enabled=true", "data.tiling.stride=[8, 8]", "data.split.train_fraction=1.0", "train.validation_fraction=0"]
+    extra += ["augment.rotation=0", "augment.hflip=false", "augment.vflip=false", "perturb.probability=1.0", "perturb.blend=[1.0, 1.0]", "perturb.other=1.0"]
+    cfg = folder_cfg(tmp_path, *extra)
+    foreign = 0
+    for b in Data(cfg).train_dataset(batch_size=6).take(4):
+        for x, xn, m in zip(b["image"].numpy(), b["perturbed"].numpy(), b["perturb_mask"].numpy()):
+            inside = m[..., 0] > 0
+            if not inside.any():
+                continue
+            got = np.unique(np.round(xn[inside] * 255))
+            assert len(got) == 1 and int(got[0]) in levels
+            foreign += int(got[0]) != int(round(x[0, 0, 0] * 255))
+    assert foreign > 0
+    mon = Data(cfg).monitor_batch(3)
+    own = np.round(mon["image"].numpy()[:, 0, 0, 0] * 255)
+    for k in range(3):
+        inside = mon["perturb_mask"].numpy()[k, ..., 0] > 0
+        if inside.any():
+            assert np.round(mon["perturbed"].numpy()[k][inside] * 255).max() == own[(k + 1) % 3]

@@ -201,10 +201,15 @@ class PerturbConfig:
     gain: list[float] = checked(factory=lambda: [0.2, 1.8], check=all_of(range_pair, each(non_negative)), help="gain range of the 'self' texture")
     strokes: float = checked(0.0, unit_interval, help="chance that the perturbed region is a thin bent stroke (scratch, crack) instead of a Perlin blob")
     bands: float = checked(0.0, unit_interval, help="chance that the perturbed region is one side of a wavy line (an uneven or worn band, a broken-off piece); strokes + bands <= 1")
+    other: float = checked(
+        0.0,
+        unit_interval,
+        help="chance that the texture blended in is another good training image (a random tile of it: another surface finish, brightness and grain) instead of the source's",
+    )
 
     def kwargs(self, **over) -> dict:
         """Keyword arguments of :func:`tfanomaly.data.perlin.perturb` (``over`` replaces some)."""
-        keys = ("probability", "min_scale", "max_scale", "threshold", "source", "strokes", "bands")
+        keys = ("probability", "min_scale", "max_scale", "threshold", "source", "strokes", "bands", "other")
         args = {k: getattr(self, k) for k in keys} | {"blend": tuple(self.blend), "gain": tuple(self.gain)}
         return args | over
 

@@ -53,10 +53,13 @@ def sample_grid(data: Data, cfg, rows: int = 8) -> np.ndarray:
         cols["patch"].append(x)
         for r, img in sorted(per[k]["ranks"].items()):
             cols.setdefault(f"rank {r}", []).append(to_float(img))
+        other = None
+        if p.other > 0:  # perturb.other: the next row's patch, at this one's size
+            other = tf.image.resize(to_float(per[keys[(i + 1) % len(keys)]]["frame"]), tf.shape(x)[:2])
         xn, m, n = perlin.perturb(
             x,
             tf.constant([cfg.seed, i], tf.int64),
-            **p.kwargs(probability=1.0),
+            **p.kwargs(probability=1.0, other_image=other),
         )
         cols.setdefault("X_n", []).append(xn)
         cols.setdefault("M", []).append(m)

@@ -110,6 +110,8 @@ def perturb(
     gain=(0.2, 1.8),
     strokes=0.0,
     bands=0.0,
+    other=0.0,
+    other_image=None,
 ):
     """GRD-Net's P_q: returns (X_n, M, N) for one image [H, W, C] in [0, 1].
 
@@ -127,9 +129,13 @@ def perturb(
     instead of the thresholded field, and with probability ``bands`` (when it
     is not a stroke; ``strokes + bands <= 1``) one side of a wavy line
     (:func:`band_mask`: a worn or uneven band, a broken-off piece). Without
-    perturbation, X_n = X and M = N = 0. With the ``perlin`` source and no
-    strokes or bands, the random numbers drawn are exactly the paper's (as
-    before these options existed); adding bands keeps every stroke where it was.
+    perturbation, X_n = X and M = N = 0. With probability ``other`` the
+    texture is ``other_image`` instead (another good image of the same shape,
+    as is: another surface finish, brightness and grain, as an uneven area
+    shows). With the ``perlin`` source and no strokes, bands or other images,
+    the random numbers drawn are exactly the paper's (as before these options
+    existed); adding bands keeps every stroke where it was, and ``other`` draws
+    from a stream of its own.
     """
     image = tf.convert_to_tensor(image, tf.float32)
     h, w, c = image.shape[0], image.shape[1], image.shape[2]
@@ -151,6 +157,11 @@ def perturb(
         shift = tf.random.stateless_uniform([2], extra[1], minval=0, maxval=tf.int32.max, dtype=tf.int32) % tf.constant([h, w])
         own = tf.clip_by_value(tf.roll(image, shift, axis=[0, 1]) * g, 0.0, 1.0)
         texture = own if source == "self" else tf.where(tf.random.stateless_uniform([], extra[2]) < 0.5, own, texture)
+    if other > 0:
+        if other_image is None:
+            raise ValueError("perturb other > 0: expected other_image")
+        pick_other = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 404)) < other
+        texture = tf.where(pick_other, tf.convert_to_tensor(other_image, tf.float32), texture)
     apply = tf.cast(tf.random.stateless_uniform([], seeds[4]) < probability, tf.float32)
     beta = tf.random.stateless_uniform([], seeds[5], minval=blend[0], maxval=blend[1])
     region = tf.cast(field > threshold, tf.float32)

@@ -36,6 +36,7 @@ from tfanomaly.files import atomic_write_text
 AUTOTUNE = tf.data.AUTOTUNE
 ID_KEYS = ("product", "run", "frame", "rank", "vial", "region")
 TILE_STREAM = 7919  # fold-in of the random-tile seed
+OTHER_STREAM = 7001  # the other images of perturb.other: their shuffle and their tiles
 MONITOR_STREAM = 104729  # the training monitor's fixed draws
 
 
@@ -452,10 +453,18 @@ def training_map(cfg, textures=None, stream: int = 0):
             mask = tf.ensure_shape(mask, tile + [1])
         image, mask = augment_fn(image, mask, s[0], aug)
         if pert.enabled:
+            other = None
+            if pert.other > 0:  # another good image's random tile (or patch), augmented like this one
+                other = to_float(e["other"])
+                oseed = tf.random.experimental.stateless_fold_in(seed, OTHER_STREAM)
+                if tile is not None:
+                    other, _ = tiling_mod.random_tile(other, tf.zeros_like(other[..., :1]), tile, oseed, cfg.data.tiling.stride, cfg.data.tiling.grid_fraction)
+                    other = tf.ensure_shape(other, tile + [cfg.data.channels])
+                other, _ = augment_fn(other, tf.zeros_like(other[..., :1]), tf.random.experimental.stateless_fold_in(oseed, 1), aug)
             xn, m, n = perlin_mod.perturb(
                 image,
                 s[1],
-                **pert.kwargs(),
+                **pert.kwargs(other_image=other),
             )
         elif cor.enabled:
             xn, m, n = corrupt_mod.corrupt(
@@ -562,6 +571,12 @@ class Data:
         if cfg.data.cache and self.pack_info is None:
             ds = ds.cache()
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed + stream, reshuffle_each_iteration=True).repeat()
+        if cfg.perturb.enabled and cfg.perturb.other > 0:  # a second, independently shuffled pass: the other images
+            others = self.patches("train", training=True, shuffle=True, labels=(0,), shard=shard).map(lambda e: e["image"])
+            if cfg.data.cache and self.pack_info is None:
+                others = others.cache()
+            others = others.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed + stream + OTHER_STREAM, reshuffle_each_iteration=True).repeat()
+            ds = tf.data.Dataset.zip(ds, others).map(lambda e, o: {**e, "other": o})
         return ds.enumerate().map(training_map(cfg, textures, stream), num_parallel_calls=AUTOTUNE, deterministic=True)
 
     def train_dataset(self, batch_size: int | None = None, two_domain: bool = False, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
@@ -629,6 +644,9 @@ class Data:
         has_val = self.cfg.train.validation_fraction > 0 and self.pack_info is None
         ds = self.source.dataset("val", True, (0,)) if has_val else self.patches("train", True, labels=(0,))
         ds = ds.take(n).map(lambda e: {"image": e["image"], "mask": e["mask"]})
+        if self.cfg.perturb.enabled and self.cfg.perturb.other > 0:  # each image's other: the next one of the batch
+            others = ds.skip(1).concatenate(ds.take(1)).map(lambda e: e["image"])
+            ds = tf.data.Dataset.zip(ds, others).map(lambda e, o: {**e, "other": o})
         ds = ds.enumerate().map(training_map(self.cfg, load_textures(self.cfg), stream=MONITOR_STREAM))
         return next(iter(ds.batch(n)))
 
