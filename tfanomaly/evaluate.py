@@ -222,11 +222,9 @@ def evaluate_split(s: Scored, cfg: Config, rule: str, cal: np.ndarray, rep: np.n
     visible = {p: 0 for p in names}
     for (p, _), v in seen.items():
         visible[p] += int(v > 0)
-    for p in names:
-        out["products"]["verdicts"][p]["visible_runs"] = visible[p]
     out["knapp"] = aggregation.knapp(verdicts, visible, tuple(e.knapp_zones))
     for p, z in out["knapp"].pop("zone").items():
-        out["products"]["verdicts"][p]["zone"] = z
+        out["products"]["verdicts"][p] |= {"visible_runs": visible[p], "zone": z}
     return out
 
 
