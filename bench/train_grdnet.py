@@ -4,6 +4,7 @@ the same run, and the line budget (500 ms per strip of 60 patches).
 
     python bench/train_grdnet.py                       # vials, demo and the budget candidates
     python bench/train_grdnet.py --configs configs/vials_demo.yaml --steps 5
+    python bench/train_grdnet.py --configs configs/grdnet_magnetic_tile_tiled.yaml --no-candidates --set model.unet_widths=[32,64,128,128]
 """
 
 from __future__ import annotations
@@ -103,14 +104,15 @@ def main():
     ap.add_argument("--configs", nargs="*", default=["configs/vials.yaml", "configs/vials_demo.yaml"])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--no-candidates", action="store_true", help="skip the line-budget candidates")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value for --configs (repeatable)")
     args = ap.parse_args()
     peak = matmul_peak()
     conv_peak = conv3x3_peak()
     rows = []
     for path in args.configs:
-        cfg = load_config(path, ["data.root=unused"])
+        cfg = load_config(path, ["data.root=unused", *args.set])
         big = cfg.model.widths[-1] >= 512
-        rows.append(bench(path, cfg, 2 if big else cfg.train.batch_size, 1 if big else args.steps, 4 if big else 60))
+        rows.append(bench(" ".join([path, *args.set]), cfg, 2 if big else cfg.train.batch_size, 1 if big else args.steps, 4 if big else 60))
     if not args.no_candidates:
         for widths, size in (([8, 16, 32, 64], 256), ([8, 16, 32, 64], 128), ([16, 32, 64, 128], 128), ([8, 16, 32], 64), ([16, 32, 64], 64)):
             over = [
