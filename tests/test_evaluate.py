@@ -63,6 +63,8 @@ def test_report_files_and_numbers(setup):
             fqm, fqa = fqm + rate, fqa + int(p["flagged_runs"]) / int(p["runs"])
     kn = runs[0]["knapp"]
     assert (kn["fqm"], kn["fqa"]) == pytest.approx((fqm, fqa))
+    assert saved["knapp_ratio"]["mean"] == pytest.approx(np.nanmean([r["knapp"]["ratio"] for r in runs]))  # the line's keys, over seeds (NaN: a seed without reject-zone products)
+    assert saved["strip_tpr"]["mean"] == pytest.approx(np.mean([r["strips"]["metrics"]["tpr"] for r in runs]))
     assert kn["counts"]["reject"] == sum(p["zone"] == "reject" for p in prods)
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and f"{summary['image_auroc']['mean']:.4f}" in html

@@ -251,6 +251,8 @@ def test_tiled_evaluation_on_three_sizes_reports_native_resolution(sized_folder,
     summary = evaluate.evaluate(model, cfg, tmp_path / "eval", data=data, scored=s)
     assert summary["tiling"]["stride"] == [16, 16]
     assert 0.0 <= summary["pixel_auroc"] <= 1.0
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert not [k for k in saved if k.startswith(("strip_", "product_", "knapp_"))]  # no strips, runs or kit in an image data set
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "images of held-out calibration images" in page and "r0 f0" not in page and "Per product" not in page
     mode = stat.S_IMODE(os.stat(tmp_path / "eval" / "metrics.json").st_mode)

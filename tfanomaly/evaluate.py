@@ -332,16 +332,7 @@ def evaluate(
         "zfn_accuracy": _mean_std([r["image"]["zfn_accuracy"] for r in per_seed]),
         "accuracy_at_threshold": _mean_std([r["image"]["at_threshold"]["accuracy"] for r in per_seed]),
         "f1_at_threshold": _mean_std([r["image"]["at_threshold"]["f1"] for r in per_seed]),
-        "product_accuracy": _mean_std([r["products"]["metrics"]["accuracy"] for r in per_seed]),
-        "product_tpr": _mean_std([r["products"]["metrics"]["tpr"] for r in per_seed]),
-        "product_tnr": _mean_std([r["products"]["metrics"]["tnr"] for r in per_seed]),
-        "strip_accuracy": _mean_std([r["strips"]["metrics"]["accuracy"] for r in per_seed]),
-        "strip_tpr": _mean_std([r["strips"]["metrics"]["tpr"] for r in per_seed]),
-        "strip_tnr": _mean_std([r["strips"]["metrics"]["tnr"] for r in per_seed]),
-        "knapp_ratio": _mean_std([r["knapp"]["ratio"] for r in per_seed]),
-        "knapp_accuracy": _mean_std([r["knapp"]["accuracy"] for r in per_seed]),
-        "knapp_tpr": _mean_std([r["knapp"]["tpr"] for r in per_seed]),
-        "knapp_tnr": _mean_std([r["knapp"]["tnr"] for r in per_seed]),
+        **(_line_summary(per_seed) if cfg.data.source == "vials" else {}),
         **pix,
         # the calibration part of the first seed: the numbers to choose settings on (never the reported ones)
         "selection": selection,
@@ -358,6 +349,16 @@ def evaluate(
             summary["shift"]["settings"] = dataclasses.asdict(cfg.eval.shift)
         report.write_all(stage, s, summary, first, cfg)
     return summary
+
+
+def _line_summary(per_seed) -> dict:
+    """The vial line's headline keys (strips, k-of-n products, the Knapp reading),
+    mean and std over calibration seeds; an image data set has no strips, runs
+    or kit, so its summary leaves them out."""
+    out = {}
+    for what, key, names in (("product", "products", ("accuracy", "tpr", "tnr")), ("strip", "strips", ("accuracy", "tpr", "tnr"))):
+        out |= {f"{what}_{k}": _mean_std([r[key]["metrics"][k] for r in per_seed]) for k in names}
+    return out | {f"knapp_{k}": _mean_std([r["knapp"][k] for r in per_seed]) for k in ("ratio", "accuracy", "tpr", "tnr")}
 
 
 def check_eval_folder(out: Path) -> None:
