@@ -355,9 +355,7 @@ def _line_summary(per_seed) -> dict:
     """The vial line's headline keys (strips, k-of-n products, the Knapp reading),
     mean and std over calibration seeds; an image data set has no strips, runs
     or kit, so its summary leaves them out."""
-    out = {}
-    for what, key, names in (("product", "products", ("accuracy", "tpr", "tnr")), ("strip", "strips", ("accuracy", "tpr", "tnr"))):
-        out |= {f"{what}_{k}": _mean_std([r[key]["metrics"][k] for r in per_seed]) for k in names}
+    out = {f"{what}_{k}": _mean_std([r[f"{what}s"]["metrics"][k] for r in per_seed]) for what in ("product", "strip") for k in ("accuracy", "tpr", "tnr")}
     return out | {f"knapp_{k}": _mean_std([r["knapp"][k] for r in per_seed]) for k in ("ratio", "accuracy", "tpr", "tnr")}
 
 
